@@ -1,0 +1,85 @@
+"""``sie3d`` command line: each subcommand lives in ``sie3d.commands.<name>``.
+
+A subcommand whose module is not there yet is listed with the issue that adds it and exits 2;
+none pretends to work. Errors the user can fix are printed as one line (exit 1), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+#: subcommand -> (one-line help, issue that delivers it)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "weights": ("list, download and verify model weights", "foundation"),
+    "config": ("print the fully resolved config of a params file + overrides", "foundation"),
+    "book": ("execute the notebooks with a params file and build the HTML book", "foundation"),
+    "analyze": ("detect faces, identity and emotion probabilities of a photo", "issue 5 (face/emotion)"),
+    "render": ("render a run or .ply: turntable, view grid", "issue 3 (avatar/renderer)"),
+    "generate": ("photo + expression text -> 3D Gaussian avatar run directory", "issue 6 (generation)"),
+    "evaluate": ("FID/KID, ID and NPS over run directories", "issue 7 (evaluation)"),
+    "bench": ("benchmarks: render, ism, generate", "issues 3, 4, 6"),
+}
+
+
+class UserError(Exception):
+    """An error caused by the user's input; the CLI prints it as one line and exits 1."""
+
+
+def _load(name: str):
+    try:
+        return importlib.import_module(f"sie3d.commands.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"sie3d.commands.{name}":
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sie3d", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"sie3d {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, issue) in COMMANDS.items():
+        module = _load(name)
+        if module is None:
+            p = sub.add_parser(name, help=f"[not implemented yet: {issue}] {help_text}")
+            p.set_defaults(_run=lambda args, n=name, i=issue: _not_implemented(n, i))
+        else:
+            p = module.add_parser(sub, name, help_text)
+            p.set_defaults(_run=module.run)
+    return parser
+
+
+def _not_implemented(name: str, issue: str) -> int:
+    print(f"sie3d {name}: not implemented yet; it is delivered by {issue}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # user-facing errors from the library carry a fix in their message
+        from .config import ConfigError
+        from .weights import ChecksumMismatch, ModelNotAvailable
+
+        if isinstance(exc, (UserError, ConfigError, ModelNotAvailable, ChecksumMismatch, KeyError,
+                            FileNotFoundError, ValueError)):
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            print(f"sie3d {args.command}: error: {message}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

