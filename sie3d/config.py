@@ -49,6 +49,8 @@ class ModelsConfig:
     identity: str = "arcface"  # arcface | dlib
     emotion_loss_classifier: str = "deepface"  # deepface | fer
     emotion_eval_classifier: str = "fer"  # the held-out one for metrics
+    emotion_crop_margin: float = 0.15  # square emotion crop around a detected face: margin per side / box side
+    scrfd_det_size: list[int] = field(default_factory=lambda: [256, 256])  # SCRFD input (w, h), as Arc2Face
     template: str = "flame"  # builtin | flame | path to .obj/.ply
     flame_model_path: str = ""  # user-supplied FLAME generic model (.pkl or .npz); never shipped
     tiny_prior_seed: int = 0
@@ -56,16 +58,24 @@ class ModelsConfig:
 
 @dataclass
 class ConditioningConfig:
-    """Paper eq 2, 4, 5, 6 and the hierarchy that chains them."""
+    """Paper eq 2, 4, 5, 6, the hierarchy that chains them, and Perp-Neg (see sie3d/conditioning.py)."""
 
     mode: str = "paper"  # paper (positive chain) | released-code (Perp-Neg arrangement)
     semantic_embedding: bool = True  # False: the "w/o semantic embedding" ablation (c_view only)
-    id_prompt: str = "photo of a id person"
-    negative_prompt: str = ""
+    id_prompt: str = "photo of a id person"  # the 'id' token carries the identity vector
+    negative_prompt: str = ""  # E_SD(negative_prompt) is the CFG baseline
+    inversion_prompt: str = ""  # E_SD(inversion_prompt) conditions the DDIM inversion
     view_prompts: dict[str, str] = field(
         default_factory=lambda: {"front": "front view", "side": "side view", "back": "back view"}
     )
     expression_template: str = "{} expression"
+    emotions: list[str] = field(  # expression dictionary (any other word is encoded on demand)
+        default_factory=lambda: ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    )
+    neutral_expression: str = "neutral"  # c_neutral of eq 6
+    accessories: list[str] = field(  # accessory dictionary (any other text is encoded on demand)
+        default_factory=lambda: ["wearing glasses", "with beard", "with red lips"]
+    )
     view_blend: float = 0.9  # b in eq 2
     gamma_expr: float = 0.2  # eq 4
     gamma_acc: float = 0.2  # eq 5
@@ -73,36 +83,40 @@ class ConditioningConfig:
     eta_acc: float = 0.8
     expression: str = "neutral"
     accessory: str = ""  # "" = no accessory
-    perp_neg_weight: float = -2.0
+    perp_neg_weight: float = -2.0  # w of the view negatives
+    front_decay: float = 2.0  # front-negative weight exp(-front_decay * r) * w
+    side_decay: float = 10.0  # side-negative weight exp(-side_decay * (1 - r)) * w
+    released_neutral_weight: float = -1.0  # released-code: neutral / no-accessory slot while eta < threshold
     released_neutral_eta_threshold: float = 0.7
     released_previous_stage_weight: float = -0.6
-    cache_embeddings: bool = True
+    no_accessory_prompt: str = "none"  # released-code: the no-accessory entry is eq 5 of this text
+    cache_embeddings: bool = True  # on-disk prompt-embedding cache in $SIE3D_HOME/cache
 
 
 @dataclass
 class GuidanceConfig:
-    """ISM (LucidDreamer / Arc2Avatar settings) and the SDS baseline."""
+    """ISM (LucidDreamer / Arc2Avatar settings) and the SDS baseline (see sie3d/guidance.py)."""
 
     method: str = "ism"  # ism | sds
-    t_range: list[float] = field(default_factory=lambda: [0.02, 0.5])
+    t_range: list[float] = field(default_factory=lambda: [0.02, 0.5])  # t ~ U[T*lo, T*hi) in timesteps
     delta_t: int = 50  # s = t - delta_t
-    xs_delta_t: int = 50  # DDIM inversion hop
+    xs_delta_t: int = 50  # DDIM inversion hop x0 -> x_s
     xs_inv_steps: int = 20  # at most this many hops x0 -> x_s
     guidance_scale: float = 1.25  # omega
     weight: float = 0.1  # lambda in the latent gradient
-    offset_noise: float = 0.1
+    offset_noise: float = 0.1  # noise = randn + offset_noise * randn([1, 4, 1, 1])
     anneal: bool = False  # LucidDreamer-style t_max annealing
-    anneal_start: float = 0.98
+    anneal_start: float = 0.98  # t_max fraction at iteration 0, decays linearly to t_range[1]
     anneal_iters: int = 1500
-    warmup_iters: int = 1
-    num_train_timesteps: int = 1000
     latent_resolution: int = 64  # renders are resized so the VAE gives this latent size
 
 
 @dataclass
 class RenderConfig:
+    """Rasterizer settings (sie3d.render)."""
+
     resolution: int = 512
-    backend: str = "auto"  # auto (gsplat on CUDA, torch on CPU) | gsplat | torch
+    backend: str = "auto"  # auto (gsplat on CUDA, torch on CPU) | gsplat | torch | dense (slow reference)
     tile_size: int = 16
     near_plane: float = 0.01
     far_plane: float = 100.0
@@ -119,7 +133,7 @@ class CameraConfig:
     polar_range: list[float] = field(default_factory=lambda: [55.0, 100.0])
     azimuth_range: list[float] = field(default_factory=lambda: [-180.0, 180.0])
     front_bias: float = 0.5  # probability of drawing the azimuth from the front sector
-    front_sector: float = 90.0
+    front_sector: float = 90.0  # half-width (degrees) of the front sector: azimuth in [-front_sector, front_sector]
     fovy_range: list[float] = field(default_factory=lambda: [0.4, 0.6])  # radians
     p_nonwhite_background: float = 0.66
     random_flip: bool = True
@@ -130,10 +144,17 @@ class CameraConfig:
 
 @dataclass
 class GaussiansConfig:
-    subdivisions: int = 1  # template subdivision steps before one Gaussian per face
+    """Mesh-bound Gaussians (sie3d.gaussians) and the densify/prune strategy (sie3d.strategy)."""
+
+    subdivisions: int = 1  # midpoint subdivisions of the template before binding Gaussians to faces
+    gaussians_per_face: int = 1
     sh_degree: int = 0
     init_opacity: float = 0.5
-    init_scale_factor: float = 0.5  # Gaussian scale relative to the face size
+    init_scale_factor: float = 0.5  # in-plane Gaussian scale relative to the face size (mean edge length)
+    init_flatness: float = 0.3  # normal-axis scale relative to the in-plane scale
+    init_color: str = "template"  # template (its albedo hint, e.g. a dark mouth) | grey
+    densify_scale_threshold: float = 0.01  # clone if max scale <= this x scene extent, else split
+    reset_face_region_opacity: bool = False  # True: the opacity reset also caps face-region Gaussians
     densify_from: int = 100
     densify_until: int = 3000
     densify_every: int = 200
@@ -176,6 +197,8 @@ class LossConfig:
     lambda_ref: float = 0.0  # reference-view loss (off in the paper)
     emotion_moves: str = "all"  # all (paper) | expression (only blendshape coefficients)
     lap_max_neighbours: int = 10
+    # optional piecewise-linear schedules of loss weights: {"emotion": [[0, 0.0], [100, 0.1]], ...}
+    schedules: dict[str, list[list[float]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -189,10 +212,15 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """Evaluation (sie3d.evaluate): renders per run, feature space, KID subsets, ID encoder."""
+
     n_views: int = 8
-    fid_features: str = "inception"  # inception | dlib (labelled substitute offline)
-    reference_dir: str = ""
+    fid_features: str = "inception"  # auto | inception | dlib (labelled substitute, "not FID")
+    reference_dir: str = ""  # reference photos for FID/KID; "" = the runs' input photos
     turntable_frames: int = 36
+    kid_subsets: int = 100  # clean-fid / torch-fidelity default
+    kid_subset_size: int = 1000  # capped by the number of images on each side
+    identity_model: str = "auto"  # auto (arcface-metric, arcface, dlib: first available) | one of them
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Face analysis: detection + alignment, identity embeddings, emotion classifiers, 68-point landmarks."""

@@ -1,0 +1,153 @@
+"""Identity embeddings: ArcFace (ONNX, real weights through the registry) and dlib's 128-d descriptor.
+
+Every :class:`IdentityEncoder` returns L2-normalised vectors, so :func:`cosine_similarity` of two
+embeddings is their dot product. Arc2Face conditioning needs ArcFace's 512-d vector (glintr100, the
+``arc2face-arcface`` / ``antelopev2`` file); dlib's descriptor (offline) is a different embedding
+space and is only a stand-in for the offline profile. dlib's own same-person rule is a Euclidean
+distance below 0.6 between *raw* descriptors (:func:`dlib_distance`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..images import check_rgb_uint8
+from ..weights import ModelNotAvailable, is_available, model_path
+from .align import align_arcface, dlib_face_chip, landmarks5_from_68
+from .detect import Face
+
+#: registry models holding an ArcFace ONNX recognizer, per encoder name, first available wins
+ARCFACE_SOURCES = {
+    "arcface": (("arc2face-arcface", None), ("antelopev2", "glintr100.onnx")),
+    "arcface-metric": (("id-metric-arcface", None),),
+}
+ENCODERS = ("arcface", "arcface-metric", "dlib")
+DLIB_SAME_PERSON = 0.6  # dlib's threshold on the Euclidean distance of raw descriptors
+
+
+class IdentityEncoder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """``[H, W, 3]`` uint8 RGB photo + detected face -> ``[dim]`` float32 unit vector."""
+
+
+def l2_normalize(vector: np.ndarray) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float64)
+    norm = np.linalg.norm(vector, axis=-1, keepdims=True)
+    if np.any(norm == 0):
+        raise ValueError("cannot normalise a zero embedding")
+    return vector / norm
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """cos(a, b) of two vectors (normalised here, so raw descriptors are fine too)."""
+    return float(np.dot(l2_normalize(a), l2_normalize(b)))
+
+
+def dlib_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Euclidean distance of two raw dlib descriptors; < 0.6 means "same person" in dlib's rule."""
+    return float(np.linalg.norm(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)))
+
+
+def average_embeddings(embeddings: Sequence[np.ndarray]) -> np.ndarray:
+    """Several photos of one person: mean of the unit embeddings, renormalised. ``[N, D]`` -> ``[D]``."""
+    stack = np.asarray(embeddings, dtype=np.float64)
+    if stack.ndim != 2 or len(stack) == 0:
+        raise ValueError(f"expected a non-empty [N, D] stack of embeddings; got shape {stack.shape}")
+    return l2_normalize(l2_normalize(stack).mean(axis=0)).astype(np.float32)
+
+
+def face_landmarks5(image: np.ndarray, face: Face) -> np.ndarray:
+    """The face's 5 alignment points; backends without landmarks (Haar) get them from dlib's
+    68-point predictor inside the box."""
+    if face.landmarks is not None:
+        return face.landmarks
+    from .landmarks import landmarks_68
+
+    return landmarks5_from_68(landmarks_68(image, face))
+
+
+class ArcFaceEncoder:
+    """An insightface ArcFace ONNX recognizer (glintr100, w600k_r50) run with onnxruntime.
+
+    Input ``[1, 3, 112, 112]`` RGB, ``(x − 127.5) / 127.5``, the face warped onto the ArcFace
+    5-point template; output ``[1, 512]``.
+    """
+
+    def __init__(self, model_file: str | Path, name: str = "arcface"):
+        from .onnx_session import open_session
+
+        self.name = name
+        self.model_file = Path(model_file)
+        self.session = open_session(str(self.model_file))
+        self.input_name = self.session.get_inputs()[0].name
+        self.dim = int(self.session.get_outputs()[0].shape[-1])
+
+    @staticmethod
+    def blob(aligned: np.ndarray) -> np.ndarray:
+        """``[112, 112, 3]`` uint8 RGB -> ``[1, 3, 112, 112]`` float32 network input."""
+        x = (aligned.astype(np.float32) - 127.5) / 127.5
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+    def raw(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The network's output before normalisation, ``[dim]``."""
+        aligned = align_arcface(check_rgb_uint8(image), face_landmarks5(image, face))
+        return self.session.run(None, {self.input_name: self.blob(aligned)})[0][0]
+
+    def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
+        return l2_normalize(self.raw(image, face)).astype(np.float32)
+
+
+class DlibEncoder:
+    """dlib's ResNet face descriptor (128-d) on dlib's 150×150 face chip (offline)."""
+
+    name = "dlib"
+    dim = 128
+
+    def raw(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The raw descriptor (use with :func:`dlib_distance`), ``[128]``."""
+        from .dlib_models import face_descriptor_model
+
+        chip = dlib_face_chip(check_rgb_uint8(image), face.box)
+        return np.asarray(face_descriptor_model().compute_face_descriptor(chip), dtype=np.float64)
+
+    def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
+        return l2_normalize(self.raw(image, face)).astype(np.float32)
+
+
+def arcface_model_file(name: str = "arcface") -> Path:
+    """The first cached ONNX file for an ArcFace encoder name (raises ModelNotAvailable)."""
+    if name not in ARCFACE_SOURCES:
+        raise ValueError(f"unknown ArcFace encoder '{name}'; choose one of {', '.join(ARCFACE_SOURCES)}")
+    for model, member in ARCFACE_SOURCES[name]:
+        if is_available(model):
+            path = model_path(model)
+            return path / member if member else path
+    first = ARCFACE_SOURCES[name][0][0]
+    model_path(first)  # raises ModelNotAvailable with the fetch command
+    raise ModelNotAvailable(first)  # pragma: no cover
+
+
+def make_identity_encoder(name: str = "dlib", model_file: str | Path | None = None) -> IdentityEncoder:
+    """``arcface`` (Arc2Face's glintr100), ``arcface-metric`` (w600k_r50, the ID metric) or ``dlib``.
+
+    Args:
+        model_file: an ArcFace-layout ONNX file instead of the registry's.
+    """
+    if name == "dlib":
+        return DlibEncoder()
+    if name in ARCFACE_SOURCES:
+        return ArcFaceEncoder(model_file or arcface_model_file(name), name=name)
+    raise ValueError(f"unknown identity encoder '{name}'; choose one of {', '.join(ENCODERS)}")
+
+
+def embed_photos(encoder: IdentityEncoder, images: Sequence[np.ndarray], faces: Sequence[Face]) -> np.ndarray:
+    """One identity vector from several photos of a person: averaged unit embeddings, renormalised."""
+    if len(images) != len(faces) or not images:
+        raise ValueError("give one face per photo (and at least one photo)")
+    return average_embeddings([encoder.embed(image, face) for image, face in zip(images, faces)])

@@ -1,0 +1,83 @@
+"""dlib's 68-point landmarks and geometric expression measures that no emotion classifier sees.
+
+The measures check an expression independently of the perceptual loss: a loss that may move colours
+can fool its classifier while the mouth keeps smiling; the landmarks say whether the geometry moved.
+
+Indices follow the iBUG 300-W 68-point scheme: brows 17-21 (image left) and 22-26, eyes 36-41 and
+42-47, outer lips 48-59 (corners 48 and 54), inner lips 60-67 (upper 61-63, lower 65-67).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..images import check_rgb_uint8
+from .detect import Face, detect_faces, select_face
+
+MEASURES = ("mouth_open", "mouth_width", "mouth_corner_lift", "brow_raise")
+
+
+def landmarks_68(image: np.ndarray, face: Face | None = None) -> np.ndarray:
+    """68 landmarks of one face.
+
+    Args:
+        image: ``[H, W, 3]`` uint8 RGB.
+        face: the face to use; None detects with dlib and keeps the best face.
+
+    Returns:
+        ``[68, 2]`` float64 pixels (x, y).
+    """
+    from .dlib_models import dlib_rectangle, shape_points, shape_predictor_68
+
+    image = check_rgb_uint8(image)
+    if face is None:
+        face = select_face(detect_faces(image, "dlib", landmarks=False))
+    return shape_points(shape_predictor_68()(image, dlib_rectangle(face.box)))
+
+
+def face_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Face-aligned frame from the eye centres.
+
+    Returns:
+        origin ``[2]`` (midpoint of the eye centres), rotation ``[2, 2]`` whose rows are the face's
+        x axis (image-left eye → image-right eye) and y axis (down the face), and the inter-ocular
+        distance (between eye centres, pixels).
+    """
+    left_eye, right_eye = points[36:42].mean(0), points[42:48].mean(0)
+    axis = right_eye - left_eye
+    iod = float(np.linalg.norm(axis))
+    if iod == 0:
+        raise ValueError("degenerate landmarks: the eye centres coincide")
+    x_axis = axis / iod
+    y_axis = np.array([-x_axis[1], x_axis[0]])  # x rotated by +90° in image coordinates (y down)
+    return (left_eye + right_eye) / 2, np.stack([x_axis, y_axis]), iod
+
+
+def expression_measures(points: np.ndarray) -> dict[str, float]:
+    """Scale-, rotation- and translation-invariant mouth and brow measures (units: inter-ocular distance).
+
+    * ``mouth_open``: mean vertical gap between the inner lips (61-67, 62-66, 63-65).
+    * ``mouth_width``: distance between the mouth corners 48 and 54.
+    * ``mouth_corner_lift``: height of the corners above the lip centre (midpoint of inner-lip
+      points 62 and 66); positive = corners up (smile), negative = down.
+    * ``brow_raise``: mean height of the brows (17-26) above their eye centres.
+
+    Args:
+        points: ``[68, 2]`` pixels.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    if points.shape != (68, 2):
+        raise ValueError(f"expected [68, 2] landmarks, got {points.shape}")
+    origin, rotation, iod = face_frame(points)
+    local = (points - origin) @ rotation.T / iod  # [68, 2]: x right, y down, 1 = inter-ocular distance
+    y = local[:, 1]
+    gap = np.mean([y[67] - y[61], y[66] - y[62], y[65] - y[63]])
+    lip_centre = (y[62] + y[66]) / 2
+    corners = (y[48] + y[54]) / 2
+    brow = (np.mean(y[36:42]) - np.mean(y[17:22]) + np.mean(y[42:48]) - np.mean(y[22:27])) / 2
+    return {
+        "mouth_open": float(gap),
+        "mouth_width": float(np.linalg.norm(local[54] - local[48])),
+        "mouth_corner_lift": float(lip_centre - corners),
+        "brow_raise": float(brow),
+    }

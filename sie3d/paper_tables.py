@@ -1,0 +1,176 @@
+"""The paper's Tables 1 and 2 as data, and our numbers placed beside them (markdown and bar plots).
+
+Paper numbers come from ``shared/reference/settings.md`` (SIE3D paper, Tables 1-2): FID with Inception
+features, ID as CosFace cosine similarity, NPS as the mean of ``-ln p_neutral`` under DeepFace, which
+is also the classifier of its expression loss. Our rows always carry their provenance (preset, feature
+space, identity model, classifiers): numbers measured with other models sit in their own columns or
+are marked, never silently mixed with the paper's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One row of a paper table: FID ↓, ID ↑, NPS ↓."""
+
+    method: str
+    fid: float
+    id: float
+    nps: float
+
+
+#: Table 1: comparison with image-to-3D methods ("Ours" is SIE3D)
+TABLE1: tuple[PaperRow, ...] = (
+    PaperRow("Wonder3D", 274.10, 0.2603, 0.4621),
+    PaperRow("SF3D", 290.89, 0.3187, 2.9998),
+    PaperRow("Arc2Avatar", 237.81, 0.4459, 3.5884),
+    PaperRow("SIE3D", 227.11, 0.3672, 0.3667),
+)
+#: Table 2: ablation study
+TABLE2: tuple[PaperRow, ...] = (
+    PaperRow("full", 227.11, 0.3672, 0.3667),
+    PaperRow("w/o semantic embedding", 238.43, 0.3977, 3.1178),
+    PaperRow("w/o perceptual expression loss", 321.68, 0.2539, 3.8043),
+)
+PAPER_MODELS = "FID: Inception-v3; ID: CosFace; NPS: DeepFace (also the loss classifier)"
+
+
+@dataclass(frozen=True)
+class OurRow:
+    """Our measurement of one method / ablation (None where it could not be measured).
+
+    ``method`` should match a paper row's method (``full``, ``w/o semantic embedding``, ...) to be
+    placed beside it.
+    """
+
+    method: str
+    fid: float | None = None
+    id: float | None = None
+    nps_loss: float | None = None  # classifier used in the expression loss
+    nps_held_out: float | None = None  # classifier the optimisation never saw
+    n_runs: int = 0
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What produced our numbers; printed above every table and on every plot."""
+
+    preset: str
+    frechet_label: str  # e.g. "Fréchet distance in dlib-descriptor space (not FID)"
+    identity_model: str
+    loss_classifier: str
+    held_out_classifier: str
+
+    @property
+    def fid_is_inception(self) -> bool:
+        return self.frechet_label.startswith("FID")
+
+    def describe(self) -> str:
+        return (f"preset `{self.preset}`; distribution distance: {self.frechet_label}; "
+                f"ID: {self.identity_model} cosine; NPS: {self.loss_classifier} (loss classifier) and "
+                f"{self.held_out_classifier} (held out)")
+
+
+def _cell(value: float | None, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured markdown table (cells converted with ``str``; ``|`` escaped)."""
+
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    if any(len(row) != len(headers) for row in rows):
+        raise ValueError("every row needs one cell per header")
+    return "\n".join([line(headers), line(["---"] * len(headers)), *(line(row) for row in rows)])
+
+
+def comparison_markdown(ours: Sequence[OurRow], provenance: Provenance,
+                        paper: Sequence[PaperRow] = TABLE2, title: str = "Table 2 (ablation)") -> str:
+    """Paper rows and ours, one line each, methods in the paper's order then our extra methods.
+
+    Our Fréchet value goes in the FID column only when it is an Inception FID; otherwise it gets its
+    own column named by its label. NPS of our held-out classifier has its own column.
+    """
+    fid_header = "FID ↓" if provenance.fid_is_inception else "FID ↓ (paper only)"
+    headers = ["method", "source", fid_header]
+    if not provenance.fid_is_inception:
+        headers.append(f"{provenance.frechet_label} ↓")
+    headers += ["ID ↑", "NPS ↓ (loss classifier)", "NPS ↓ (held-out classifier)", "runs"]
+
+    by_method = {row.method: row for row in ours}
+    order = [row.method for row in paper] + [row.method for row in ours if row.method not in
+                                              {p.method for p in paper}]
+    paper_by_method = {row.method: row for row in paper}
+    rows = []
+    for method in order:
+        if method in paper_by_method:
+            p = paper_by_method[method]
+            cells = [method, "paper", _cell(p.fid, 2)]
+            if not provenance.fid_is_inception:
+                cells.append("—")
+            rows.append(cells + [_cell(p.id, 4), _cell(p.nps, 4), "—", "—"])
+        if method in by_method:
+            o = by_method[method]
+            cells = [method, f"ours ({provenance.preset})"]
+            cells += [_cell(o.fid, 2)] if provenance.fid_is_inception else ["—", _cell(o.fid, 4)]
+            rows.append(cells + [_cell(o.id, 4), _cell(o.nps_loss, 4), _cell(o.nps_held_out, 4), str(o.n_runs)])
+    notes = [f"**{title}.** Paper: {PAPER_MODELS}.", f"Ours: {provenance.describe()}."]
+    if not provenance.fid_is_inception:
+        notes.append("Our distribution distance is not FID: its scale is not comparable with the paper's FID.")
+    if provenance.identity_model.lower() not in ("cosface", "arcface"):
+        notes.append(f"Our ID uses {provenance.identity_model}, not CosFace: compare rankings, not values.")
+    return "\n\n".join([*notes, markdown_table(headers, rows)])
+
+
+def comparison_bar_plot(ours: Sequence[OurRow], provenance: Provenance,
+                        paper: Sequence[PaperRow] = TABLE2) -> plt.Figure:
+    """Two rows of bar charts (paper on top, ours below), one column per metric.
+
+    Each panel has its own y axis titled with the model that measured it, so values from different
+    feature spaces or classifiers are never drawn on one scale. Our NPS shows the loss classifier and
+    the held-out classifier side by side.
+    """
+    methods = [row.method for row in paper] + [row.method for row in ours if row.method not in
+                                                {p.method for p in paper}]
+    x = list(range(len(methods)))
+    paper_by_method = {row.method: row for row in paper}
+    ours_by_method = {row.method: row for row in ours}
+
+    def values(table, attr):
+        return [getattr(table[m], attr) if m in table and getattr(table[m], attr) is not None else math.nan
+                for m in methods]
+
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), sharex=True)
+    paper_panels = [("fid", "FID ↓ (Inception)"), ("id", "ID ↑ (CosFace)"), ("nps", "NPS ↓ (DeepFace)")]
+    for ax, (attr, title) in zip(axes[0], paper_panels):
+        ax.bar(x, values(paper_by_method, attr), color="#7f7f7f")
+        ax.set_title(f"paper: {title}", fontsize=10)
+    our_fid_title = "FID ↓" if provenance.fid_is_inception else provenance.frechet_label + " ↓"
+    axes[1][0].bar(x, values(ours_by_method, "fid"), color="#1f77b4")
+    axes[1][0].set_title(f"ours: {our_fid_title}", fontsize=9)
+    axes[1][1].bar(x, values(ours_by_method, "id"), color="#1f77b4")
+    axes[1][1].set_title(f"ours: ID ↑ ({provenance.identity_model})", fontsize=10)
+    width = 0.4
+    axes[1][2].bar([i - width / 2 for i in x], values(ours_by_method, "nps_loss"), width,
+                   label=f"{provenance.loss_classifier} (loss)", color="#1f77b4")
+    axes[1][2].bar([i + width / 2 for i in x], values(ours_by_method, "nps_held_out"), width,
+                   label=f"{provenance.held_out_classifier} (held out)", color="#ff7f0e")
+    axes[1][2].set_title("ours: NPS ↓", fontsize=10)
+    axes[1][2].legend(fontsize=8, loc="best", framealpha=0.8)
+    for ax in axes[1]:
+        ax.set_xticks(x)
+        ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
+    fig.suptitle(f"Paper vs ours (preset {provenance.preset}); missing bars: not measured", fontsize=11)
+    fig.tight_layout()
+    return fig

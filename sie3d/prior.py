@@ -1,0 +1,347 @@
+"""The diffusion prior: UNet + VAE + DDIM noise schedule + the two CLIP text encoders.
+
+Two profiles share one class and one interface:
+
+* ``arc2face`` -- real weights from the weights registry: the Arc2Face UNet (SD-1.5 fine-tuned on
+  ArcFace-conditioned faces) and ID encoder, SD-1.5's VAE, CLIP text encoder (E_SD), tokenizer and
+  noise schedule. The VAE and text encoders run in float32; the UNet in float16 when
+  ``models.half_precision`` is set and the device is CUDA.
+* ``tiny`` -- small randomly initialised networks built from code with a fixed seed
+  (``models.tiny_prior_seed``), for offline CPU runs. Same tokenizer (the real CLIP vocabulary), same
+  noise schedule, same tensor interfaces; its outputs carry no meaning about faces.
+
+:func:`save_in_registry_layout` writes any prior's networks in the registry's on-disk layout, so tests
+load tiny weights through the real-weights code path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from .runtime import diffusion_dtype
+from .text_encoders import (IdentityToken, PromptEmbeddingCache, encode_prompts, encode_with_identity,
+                            fit_identity_to_hidden, parameters_fingerprint, weights_fingerprint)
+from .tokenizer import BOS_ID, EOS_ID, MAX_LENGTH, VOCAB_SIZE, load_clip_tokenizer, write_tokenizer_files
+
+#: ArcFace embedding size the Arc2Face encoder was trained with
+ARCFACE_DIM = 512
+#: SD-1.5's noise schedule (also used by the tiny profile)
+SD15_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                     clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+#: width of the tiny profile's text encoders (= the UNet's cross-attention width)
+TINY_HIDDEN = 32
+#: strip this prefix from / add it to CLIP text-encoder keys to match the hub checkpoints
+_CLIP_PREFIX = "text_model."
+
+
+class PriorError(RuntimeError):
+    """The prior cannot be built or does not match its inputs (names the problem and the fix)."""
+
+
+def _seeded(seed: int):
+    """Initialise a module under a fixed CPU seed without touching the caller's RNG stream."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.random.fork_rng(devices=[]))
+    torch.manual_seed(seed)
+    return stack
+
+
+def tiny_unet(cross_attention_dim: int = TINY_HIDDEN) -> UNet2DConditionModel:
+    """~1M-parameter UNet2DConditionModel with SD's interface (4 latent channels, cross-attention)."""
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8)
+
+
+def tiny_vae() -> AutoencoderKL:
+    """~80k-parameter AutoencoderKL with SD's 8x downsampling (4 blocks) and 4 latent channels."""
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, block_out_channels=(8, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        norm_num_groups=8, sample_size=64)
+
+
+def calibrate_latent_scale(vae: AutoencoderKL, seed: int = 0) -> float:
+    """Set ``vae.config.scaling_factor`` so that latents of smooth images have unit std (SD's 0.18215 rule).
+
+    The calibration batch is 4 random 8x8 colour fields upsampled to the VAE's sample size (seeded).
+    Returns the factor.
+    """
+    size = int(vae.config.sample_size)
+    gen = torch.Generator().manual_seed(seed)
+    images = F.interpolate(torch.rand(4, 3, 8, 8, generator=gen), size=(size, size), mode="bilinear",
+                           align_corners=False)
+    with torch.no_grad():
+        std = vae.encode(images * 2 - 1).latent_dist.mean.std().item()
+    vae.register_to_config(scaling_factor=1.0 / std)
+    return 1.0 / std
+
+
+def tiny_text_encoder(hidden_size: int = TINY_HIDDEN) -> CLIPTextModel:
+    """2-layer CLIPTextModel over the full CLIP vocabulary (so the real tokenizer's ids are valid)."""
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=MAX_LENGTH, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
+        pad_token_id=EOS_ID))
+
+
+def load_clip_text_model(directory: Path) -> CLIPTextModel:
+    """A CLIPTextModel from a local folder; missing weights are an error, not a random init."""
+    model, info = CLIPTextModel.from_pretrained(str(directory), output_loading_info=True)
+    missing = sorted(k for k in info.get("missing_keys", ()) if "position_ids" not in k)
+    if missing:
+        raise PriorError(f"{directory}: the checkpoint lacks {len(missing)} weights (e.g. {missing[0]}); "
+                         "it is not a CLIP text encoder or is truncated; fetch it again with "
+                         "sie3d weights download --force <model>")
+    return model.eval()
+
+
+@dataclass
+class DiffusionPrior:
+    """A latent diffusion model as seen by the guidance: noise prediction, VAE, text embeddings.
+
+    Attributes:
+        profile: ``"tiny"`` or ``"arc2face"``.
+        identity_dim: the identity vector length the ID encoder requires (512 for Arc2Face), or None.
+        fingerprints: per-network ids (used to key the prompt-embedding cache).
+        n_unet_evals: number of UNet forward calls so far (one call may hold a batch).
+    """
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    scheduler: DDIMScheduler
+    tokenizer: object
+    text_encoder: CLIPTextModel
+    id_encoder: CLIPTextModel
+    profile: str
+    device: torch.device
+    unet_dtype: torch.dtype = torch.float32
+    identity_dim: int | None = None
+    identity_seed: int = 0
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    cache: PromptEmbeddingCache | None = None
+    n_unet_evals: int = 0
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(cls, config, device: torch.device | str = "cpu") -> "DiffusionPrior":
+        """Build the prior named by ``config.models.prior`` (``tiny`` or ``arc2face``) on ``device``."""
+        device = torch.device(device)
+        models = config.models
+        cache = PromptEmbeddingCache() if config.conditioning.cache_embeddings else None
+        if models.prior == "tiny":
+            return cls.tiny(seed=models.tiny_prior_seed, device=device, cache=cache,
+                            half_precision=models.half_precision)
+        if models.prior == "arc2face":
+            return cls.from_registry(device=device, half_precision=models.half_precision, cache=cache)
+        raise PriorError(f"models.prior={models.prior!r} is not a prior; use 'arc2face' (real weights) or 'tiny'")
+
+    @classmethod
+    def tiny(cls, seed: int = 0, device: torch.device | str = "cpu", cache: PromptEmbeddingCache | None = None,
+             half_precision: bool = False) -> "DiffusionPrior":
+        """The offline profile: small random networks, each initialised from ``seed`` + a fixed offset."""
+        parts = {}
+        builders = [("unet", tiny_unet), ("vae", tiny_vae), ("text_encoder", tiny_text_encoder),
+                    ("id_encoder", tiny_text_encoder)]
+        for offset, (name, build) in enumerate(builders):
+            with _seeded(seed * 10 + offset):
+                parts[name] = build().eval()
+        calibrate_latent_scale(parts["vae"])
+        device = torch.device(device)
+        prior = cls(scheduler=DDIMScheduler(**SD15_SCHEDULE), tokenizer=load_clip_tokenizer(), profile="tiny",
+                    device=device, unet_dtype=diffusion_dtype(device, half_precision), identity_seed=seed,
+                    cache=cache, **parts)
+        prior.fingerprints = {"text_encoder": "tiny-" + parameters_fingerprint(prior.text_encoder),
+                              "id_encoder": "tiny-" + parameters_fingerprint(prior.id_encoder)}
+        return prior.to(prior.device)
+
+    @classmethod
+    def from_registry(cls, device: torch.device | str = "cpu", half_precision: bool = False,
+                      cache: PromptEmbeddingCache | None = None) -> "DiffusionPrior":
+        """Arc2Face + SD-1.5 parts from the weights registry cache (raises ModelNotAvailable with the fix)."""
+        from .weights import REGISTRY, model_path
+
+        device = torch.device(device)
+        dirs = {
+            "unet": model_path("arc2face-unet") / "arc2face",
+            "id_encoder": model_path("arc2face-encoder") / "encoder",
+            "vae": model_path("sd15-vae") / "vae",
+            "text_encoder": model_path("sd15-text-encoder") / "text_encoder",
+        }
+        tok_root = model_path("sd15-tokenizer")
+        dtype = diffusion_dtype(device, half_precision)
+        prior = cls(
+            unet=UNet2DConditionModel.from_pretrained(str(dirs["unet"]), torch_dtype=dtype,
+                                                      low_cpu_mem_usage=False).eval(),
+            vae=AutoencoderKL.from_pretrained(str(dirs["vae"]), torch_dtype=torch.float32,
+                                              low_cpu_mem_usage=False).eval(),
+            scheduler=DDIMScheduler.from_pretrained(str(tok_root), subfolder="scheduler"),
+            tokenizer=load_clip_tokenizer(tok_root / "tokenizer"),
+            text_encoder=load_clip_text_model(dirs["text_encoder"]),
+            id_encoder=load_clip_text_model(dirs["id_encoder"]),
+            profile="arc2face", device=device, unet_dtype=dtype, identity_dim=ARCFACE_DIM, cache=cache)
+        registry_names = {"id_encoder": "arc2face-encoder", "text_encoder": "sd15-text-encoder"}
+        for role, name in registry_names.items():
+            files = [model_path(name) / f for f in REGISTRY[name].files()]
+            prior.fingerprints[role] = f"{name}-{weights_fingerprint(files)}"
+        return prior.to(device)
+
+    def to(self, device: torch.device | str) -> "DiffusionPrior":
+        """Move every network to ``device`` (dtypes stay: UNet ``unet_dtype``, the rest float32)."""
+        self.device = torch.device(device)
+        if self.unet.dtype != self.unet_dtype:
+            self.unet.to(dtype=self.unet_dtype)
+        for module in (self.unet, self.vae, self.text_encoder, self.id_encoder):
+            module.to(self.device)
+            module.requires_grad_(False)
+        return self
+
+    # ------------------------------------------------------------------ geometry of the latent space
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """ᾱ_t for t = 0..T-1, ``[T]`` float32 on the prior's device."""
+        return self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Image pixels per latent pixel (8 for SD's VAE and the tiny one)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width D of the text embeddings and of the UNet's cross-attention."""
+        return int(self.text_encoder.config.hidden_size)
+
+    # ------------------------------------------------------------------ VAE
+
+    def encode_images(self, images: torch.Tensor, latent_resolution: int | None = None) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` in [0, 1] -> scaled latents ``[B, 4, h, w]`` (differentiable).
+
+        With ``latent_resolution``, images are first resized (bilinear, antialiased) to
+        ``latent_resolution * vae_scale_factor`` pixels. The latent is the mean of the VAE posterior
+        (deterministic), times the VAE's scaling factor.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W] in [0, 1], got shape {tuple(images.shape)}")
+        if latent_resolution is not None:
+            size = latent_resolution * self.vae_scale_factor
+            if images.shape[-2:] != (size, size):
+                images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                                       antialias=True)
+        posterior = self.vae.encode(images.to(self.device, torch.float32) * 2 - 1).latent_dist
+        return posterior.mean * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents ``[B, 4, h, w]`` -> images ``[B, 3, 8h, 8w]`` in [0, 1]."""
+        images = self.vae.decode(latents.float() / self.vae.config.scaling_factor).sample
+        return (images * 0.5 + 0.5).clamp(0, 1)
+
+    # ------------------------------------------------------------------ UNet
+
+    @torch.no_grad()
+    def predict_noise(self, latents: torch.Tensor, timesteps: torch.Tensor | int,
+                      embeddings: torch.Tensor) -> torch.Tensor:
+        """ε(x, t, c) ``[N, 4, h, w]`` float32 for latents ``[N, 4, h, w]``, timesteps (int or ``[N]``), embeddings ``[N, 77, D]``.
+
+        Every call is one batched UNet evaluation and increments :attr:`n_unet_evals`.
+        """
+        n = latents.shape[0]
+        if embeddings.shape[0] != n:
+            raise ValueError(f"{n} latents but {embeddings.shape[0]} embeddings; give one embedding per latent")
+        if embeddings.shape[-1] != self.unet.config.cross_attention_dim:
+            raise PriorError(f"embeddings have width {embeddings.shape[-1]} but the UNet expects "
+                             f"{self.unet.config.cross_attention_dim}: they come from another prior")
+        t = torch.as_tensor(timesteps, device=self.device).reshape(-1).expand(n)
+        out = self.unet(latents.to(self.device, self.unet_dtype), t,
+                        encoder_hidden_states=embeddings.to(self.device, self.unet_dtype)).sample
+        self.n_unet_evals += 1
+        return out.float()
+
+    # ------------------------------------------------------------------ text
+
+    def _cached(self, role: str, prompt: str, compute, identity: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cache is None:
+            return compute().float()
+        return self.cache.get_or_compute(self.fingerprints[role], prompt, compute, identity).to(self.device)
+
+    def encode_text(self, prompts: list[str] | str) -> torch.Tensor:
+        """E_SD: ``[N, 77, D]`` plain CLIP embeddings of the prompts (cached on disk when enabled)."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        return torch.stack([
+            self._cached("text_encoder", p,
+                         lambda p=p: encode_prompts(self.tokenizer, self.text_encoder, [p])[0]) for p in prompts])
+
+    def identity_token(self, identity: torch.Tensor) -> IdentityToken:
+        """The identity vector fitted to the ID encoder's width (:func:`fit_identity_to_hidden`)."""
+        if identity.ndim != 1:
+            raise ValueError(f"the identity must be a 1-D vector, got shape {tuple(identity.shape)}")
+        if self.identity_dim is not None and identity.numel() != self.identity_dim:
+            raise PriorError(
+                f"the {self.profile} ID encoder needs the {self.identity_dim}-d ArcFace embedding, got a "
+                f"{identity.numel()}-d vector (dlib's descriptor is 128-d); set models.identity=arcface, "
+                "or use models.prior=tiny for the offline identity")
+        return fit_identity_to_hidden(identity, int(self.id_encoder.config.hidden_size), seed=self.identity_seed)
+
+    def encode_identity(self, identity: torch.Tensor, prompt: str = "photo of a id person") -> torch.Tensor:
+        """c_default: ``[77, D]`` ID-injected embedding of ``prompt`` (Arc2Face ID encoder)."""
+        token = self.identity_token(identity)
+        return self._cached("id_encoder", prompt,
+                            lambda: encode_with_identity(self.tokenizer, self.id_encoder, prompt, token),
+                            identity=token.vector)
+
+    def describe(self) -> str:
+        """One line naming the profile and the networks' sizes."""
+        count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
+        kind = ("small random networks built from code (seed %d): mechanics only, no face knowledge"
+                % self.identity_seed if self.profile == "tiny" else "real Arc2Face / SD-1.5 weights")
+        return (f"{self.profile}: {kind}; UNet {count(self.unet):.2f}M ({str(self.unet_dtype).replace('torch.', '')}), "
+                f"VAE {count(self.vae):.2f}M, text encoders {count(self.text_encoder):.2f}M + "
+                f"{count(self.id_encoder):.2f}M, D={self.hidden_size}, device {self.device}")
+
+
+def _save_clip_text(model: CLIPTextModel, directory: Path, filename: str) -> None:
+    """Config + weights under the hub's key names (``text_model.*``) as ``.safetensors`` or ``.bin``."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(str(directory))
+    state = {_CLIP_PREFIX + k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if filename.endswith(".safetensors"):
+        save_file(state, str(directory / filename), metadata={"format": "pt"})
+    else:
+        torch.save(state, directory / filename)
+
+
+def save_in_registry_layout(prior: DiffusionPrior, home: str | Path | None = None) -> Path:
+    """Write the prior's networks where the registry expects Arc2Face / SD-1.5 files under ``home``.
+
+    Layout (``home/models/<registry name>/...``): ``arc2face-unet/arc2face``, ``arc2face-encoder/encoder``
+    (``pytorch_model.bin``), ``sd15-vae/vae``, ``sd15-text-encoder/text_encoder``,
+    ``sd15-tokenizer/{tokenizer,scheduler}``. Returns ``home``.
+    """
+    from .weights import model_path, sie3d_home
+
+    home = Path(home) if home is not None else sie3d_home()
+    models = home / "models"
+    prior.unet.save_pretrained(str(models / "arc2face-unet" / "arc2face"))
+    prior.vae.save_pretrained(str(models / "sd15-vae" / "vae"))
+    _save_clip_text(prior.text_encoder, models / "sd15-text-encoder" / "text_encoder", "model.safetensors")
+    _save_clip_text(prior.id_encoder, models / "arc2face-encoder" / "encoder", "pytorch_model.bin")
+    write_tokenizer_files(model_path("clip-bpe-vocab"), models / "sd15-tokenizer" / "tokenizer")
+    prior.scheduler.save_config(str(models / "sd15-tokenizer" / "scheduler"))
+    return home
