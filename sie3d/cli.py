@@ -73,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         from .config import ConfigError
         from .weights import ChecksumMismatch, ModelNotAvailable
 
-        if isinstance(exc, (UserError, ConfigError, ModelNotAvailable, ChecksumMismatch, KeyError,
-                            FileNotFoundError, ValueError)):
+        user_errors = (UserError, ConfigError, ModelNotAvailable, ChecksumMismatch, KeyError,
+                       FileNotFoundError, FileExistsError, ValueError)
+        if isinstance(exc, user_errors) or type(exc).__name__ == "TrainingDiverged":
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             print(f"sie3d {args.command}: error: {message}", file=sys.stderr)
             return 1

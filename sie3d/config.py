@@ -118,6 +118,7 @@ class RenderConfig:
     resolution: int = 512
     backend: str = "auto"  # auto (gsplat on CUDA, torch on CPU) | gsplat | torch | dense (slow reference)
     tile_size: int = 16
+    frontal_resolution: int = 0  # frontal render of the emotion / reference-view losses; 0 = resolution
     near_plane: float = 0.01
     far_plane: float = 100.0
 

@@ -1,0 +1,193 @@
+"""Photo(s) + expression text -> a run directory holding an optimised 3D Gaussian avatar.
+
+Run directory layout (what :mod:`sie3d.evaluate` reads):
+
+``config.yaml`` ``manifest.json`` (seed, versions, git revision, status) · ``inputs/photo_K.png`` ·
+``metrics.jsonl`` (every logged iteration) · ``checkpoints/`` · ``avatar.ply`` (INRIA layout, at the
+target expression) · ``frontal.png`` · ``views/view_NNN.png`` + ``views.png`` (grid) ·
+``turntable.mp4`` + ``turntable.gif`` · ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .config import Config
+from .face.detect import detect_faces
+from .face.emotion import EMOTIONS, emotion_box, load_emotion_classifier
+from .face.identity import cosine_similarity, dlib_distance, make_identity_encoder
+from .face.landmarks import expression_measures, landmarks_68
+from .media import render_turntable, render_views, save_image, save_turntable, view_grid
+from .ply import save_ply
+from .runtime import RunDir, resolve_device, write_json_atomic
+from .subject import Subject, make_subject
+from .train import AvatarTrainer, read_metrics
+from .weights import ModelNotAvailable
+
+SUMMARY_FILE = "summary.json"
+EVAL_RESOLUTION = 256  # frontal / view renders for identity and landmark checks (dlib needs ~80 px faces)
+
+
+def configure(config: Config, expression: str | None = None, intensity: float | None = None,
+              accessory: str | None = None) -> Config:
+    """The config with the generation request applied (expression, intensity η, accessory text)."""
+    cond = config.conditioning
+    cond = replace(cond, expression=expression if expression is not None else cond.expression,
+                   eta_expr=intensity if intensity is not None else cond.eta_expr,
+                   accessory=accessory if accessory is not None else cond.accessory)
+    return replace(config, conditioning=cond)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def _face_report(image: np.ndarray, photo_descriptor: np.ndarray, classifiers: dict[str, Any],
+                 device: torch.device, margin: float) -> dict[str, Any]:
+    """Identity distance, emotion probabilities and landmark measures of one uint8 render."""
+    faces = detect_faces(image, "dlib")
+    if not faces:
+        return {"face_found": False}
+    face = faces[0]
+    encoder = make_identity_encoder("dlib")
+    descriptor = encoder.raw(image, face)
+    report: dict[str, Any] = {
+        "face_found": True,
+        "dlib_distance": dlib_distance(photo_descriptor, descriptor),
+        "dlib_cosine": cosine_similarity(photo_descriptor, descriptor),
+        "landmarks": expression_measures(landmarks_68(image, face)),
+    }
+    box = torch.as_tensor(emotion_box(face.box, image.shape[1], image.shape[0], margin), dtype=torch.float32)
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float().to(device) / 255.0
+    for name, classifier in classifiers.items():
+        with torch.no_grad():
+            probs = classifier(tensor, box.to(device))[0].cpu()
+        report[f"emotion_{name}"] = {e: float(p) for e, p in zip(EMOTIONS, probs)}
+    return report
+
+
+def _classifiers(config: Config, device: torch.device) -> tuple[dict[str, Any], dict[str, str]]:
+    loaded, missing = {}, {}
+    for name in dict.fromkeys([config.models.emotion_loss_classifier, config.models.emotion_eval_classifier]):
+        try:
+            loaded[name] = load_emotion_classifier(name, device)
+        except ModelNotAvailable as exc:
+            missing[name] = str(exc)
+    return loaded, missing
+
+
+def write_outputs(trainer: AvatarTrainer, run: RunDir, subject: Subject, photo_paths: list[str],
+                  wall_seconds: float, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Export the avatar and its renders, measure identity / expression, write ``summary.json``."""
+    config, device, out = trainer.config, trainer.device, run.path
+    cams = config.cameras
+    with torch.no_grad():
+        final_vertices = trainer.template.deform(trainer.expression.detach())
+        final = trainer.gaussians.to_world(final_vertices).detach()
+        at_photo = trainer.gaussians.to_world(trainer.template.deform(trainer.photo_expression)).detach()
+    save_ply(final.to("cpu"), out / "avatar.ply")
+
+    backend = config.render.backend
+    frontal, frontal_photo = (render_views(s, [0.0], EVAL_RESOLUTION, cams, backend=backend)[0] for s in (final, at_photo))
+    save_image(frontal, out / "frontal.png")
+    save_image(frontal_photo, out / "frontal_photo_expression.png")
+    azimuths = np.linspace(-180.0, 180.0, config.eval.n_views, endpoint=False) + 180.0 / config.eval.n_views
+    for i, image in enumerate(render_views(final, azimuths, EVAL_RESOLUTION, cams, backend=backend)):
+        save_image(image, out / "views" / f"view_{i:03d}.png")
+    save_image(view_grid(final, resolution=EVAL_RESOLUTION // 2, camera_cfg=cams, backend=backend), out / "views.png")
+    frames = render_turntable(final, config.eval.turntable_frames, EVAL_RESOLUTION // 2, cams, backend=backend)
+    save_turntable(frames, out / "turntable.mp4")
+    save_turntable(frames, out / "turntable.gif")
+
+    encoder = make_identity_encoder("dlib")
+    photo_descriptor = encoder.raw(subject.photo, subject.face)
+    classifiers, missing = _classifiers(config, device)
+    margin = config.models.emotion_crop_margin
+    photo_box = torch.as_tensor(emotion_box(subject.face.box, subject.photo.shape[1], subject.photo.shape[0],
+                                            margin), dtype=torch.float32)
+    photo_tensor = torch.from_numpy(subject.photo).permute(2, 0, 1)[None].float().to(device) / 255.0
+    photo_report: dict[str, Any] = {"landmarks": expression_measures(landmarks_68(subject.photo, subject.face))}
+    for name, classifier in classifiers.items():
+        with torch.no_grad():
+            probs = classifier(photo_tensor, photo_box.to(device))[0].cpu()
+        photo_report[f"emotion_{name}"] = {e: float(p) for e, p in zip(EMOTIONS, probs)}
+
+    records = read_metrics(out)
+    last = records[-1] if records else {}
+    iteration_times = [r["time_iteration"] for r in records if "time_iteration" in r]
+    summary = {
+        "photos": photo_paths,
+        "expression": config.conditioning.expression,
+        "intensity": config.conditioning.eta_expr,
+        "accessory": config.conditioning.accessory,
+        "preset": config.preset,
+        "identity_encoder": subject.identity_encoder,
+        "iterations": trainer.iteration,
+        "n_gaussians": len(trainer.gaussians),
+        "expression_coefficients": dict(zip(trainer.template.expression_names,
+                                            (float(c) for c in trainer.expression.detach().cpu()))),
+        "final_losses": {k: v for k, v in last.items() if k.startswith("loss_")},
+        "photo": photo_report,
+        "frontal": _face_report(frontal, photo_descriptor, classifiers, device, margin),
+        "photo_expression_coefficients": dict(zip(trainer.template.expression_names,
+                                                  (float(c) for c in trainer.photo_expression.cpu()))),
+        "frontal_photo_expression": _face_report(frontal_photo, photo_descriptor, classifiers, device, margin),
+        "classifiers_missing": missing,
+        "seconds_per_iteration": float(np.mean(iteration_times)) if iteration_times else None,
+        "wall_seconds": wall_seconds,
+        "peak_memory_mb": _peak_memory_mb(device),
+        "nan_recoveries": trainer.recoveries,
+    }
+    write_json_atomic(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir: str | Path,
+             resume: bool = False, progress: bool = False, sources: Sequence[str] | None = None,
+             extra_manifest: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build one avatar into ``out_dir``; returns the summary.
+
+    Args:
+        photos: paths or uint8 RGB arrays of one person (several: identity embeddings averaged).
+        config: resolved config (apply the request with :func:`configure`).
+        resume: continue from the newest checkpoint in ``out_dir`` (same params required).
+        sources: names for array photos (recorded in the summary).
+    """
+    out = Path(out_dir)
+    if not resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    device = resolve_device(config.run.device)
+    subject = make_subject(photos, config.models, sources)
+    inputs = []
+    for i, image in enumerate(subject.photos):
+        inputs.append(str(save_image(image, out / "inputs" / f"photo_{i}.png").resolve()))
+    run = RunDir.create(out, config, device, extra={"photo_sources": subject.sources, **(extra_manifest or {})})
+    start = time.perf_counter()
+    trainer = AvatarTrainer(config, subject, out, device, progress=progress, log=log)
+    if resume:
+        trainer.resume()
+    try:
+        trainer.fit()
+    except BaseException as exc:
+        run.finish(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                   error=f"{type(exc).__name__}: {exc}")
+        raise
+    summary = write_outputs(trainer, run, subject, inputs, time.perf_counter() - start, log)
+    run.finish(status="finished", summary=SUMMARY_FILE)
+    log(f"[generate] {out}: frontal dlib distance "
+        f"{summary['frontal'].get('dlib_distance', float('nan')):.3f}, {summary['seconds_per_iteration'] or 0:.2f} s/it")
+    return summary
+
+
+def load_summary(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / SUMMARY_FILE).read_text())

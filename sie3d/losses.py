@@ -1,0 +1,73 @@
+"""Geometric and image regularisers (pure functions; weights come from ``loss.lambda_*``).
+
+* ``loss_pos``: mean squared distance of face-region points to their template positions;
+* ``loss_lap``: mean squared change of the uniform Laplacian of the deformed template relative to
+  the rest template (at most ``max_neighbours`` neighbours per vertex);
+* ``tv_loss``: total variation of an image or depth map (mean squared neighbour differences);
+* ``mean_scale_loss``: mean Gaussian scale.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def loss_pos(points: torch.Tensor, template_points: torch.Tensor, face_mask: torch.Tensor) -> torch.Tensor:
+    """mean over masked i of ||points[i] - template_points[i]||² ([N, 3], [N, 3], [N] bool); 0 if none."""
+    if points.shape != template_points.shape or face_mask.shape != points.shape[:1]:
+        raise ValueError(f"loss_pos: points {list(points.shape)}, template {list(template_points.shape)} and "
+                         f"mask {list(face_mask.shape)} must be [N, 3], [N, 3], [N]")
+    if not face_mask.any():
+        return points.sum() * 0.0
+    diff = points[face_mask] - template_points[face_mask]
+    return (diff * diff).sum(-1).mean()
+
+
+def uniform_neighbours(faces: torch.Tensor, num_vertices: int, max_neighbours: int = 10) -> torch.Tensor:
+    """[V, max_neighbours] mesh neighbours of each vertex (ascending index, padded with -1).
+
+    Vertices with more neighbours keep the ``max_neighbours`` of lowest index.
+    """
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = torch.unique(torch.cat([edges, edges.flip(1)]), dim=0)  # both directions, sorted by (i, j)
+    src, dst = edges[:, 0], edges[:, 1]
+    counts = torch.bincount(src, minlength=num_vertices)
+    rank = torch.arange(src.numel(), device=src.device) - (torch.cumsum(counts, 0) - counts)[src]
+    keep = rank < max_neighbours
+    table = torch.full((num_vertices, max_neighbours), -1, dtype=torch.long, device=faces.device)
+    table[src[keep], rank[keep]] = dst[keep]
+    return table
+
+
+def uniform_laplacian(vertices: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """[V, 3] v_i - mean of v_j over the neighbours j of i (0 for isolated vertices)."""
+    valid = neighbours >= 0
+    gathered = vertices[neighbours.clamp(min=0)] * valid[..., None]
+    count = valid.sum(-1, keepdim=True)
+    mean = gathered.sum(1) / count.clamp(min=1)
+    return torch.where(count > 0, vertices - mean, torch.zeros_like(vertices))
+
+
+def loss_lap(vertices: torch.Tensor, rest_vertices: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """mean over i of ||L(vertices)_i - L(rest_vertices)_i||² with the uniform Laplacian L."""
+    delta = uniform_laplacian(vertices, neighbours) - uniform_laplacian(rest_vertices, neighbours)
+    return (delta * delta).sum(-1).mean()
+
+
+def tv_loss(image: torch.Tensor, layout: str = "BCHW") -> torch.Tensor:
+    """mean((I[y+1, x] - I[y, x])²) + mean((I[y, x+1] - I[y, x])²) over a batch.
+
+    Args:
+        image: [B, C, H, W] (``layout="BCHW"``) or [B, H, W, C] (``layout="BHWC"``, the renderer's).
+    """
+    if image.ndim != 4 or layout not in ("BCHW", "BHWC"):
+        raise ValueError(f"tv_loss expects a 4D image and layout BCHW or BHWC, got {list(image.shape)}, {layout}")
+    h_axis, w_axis = (2, 3) if layout == "BCHW" else (1, 2)
+    dh = image.diff(dim=h_axis)
+    dw = image.diff(dim=w_axis)
+    return (dh * dh).mean() + (dw * dw).mean()
+
+
+def mean_scale_loss(scales: torch.Tensor) -> torch.Tensor:
+    """Mean of the (linear, world) Gaussian scales [N, 3]."""
+    return scales.mean()

@@ -1,0 +1,427 @@
+"""The optimisation loop: Σ λ_k · L_k over mesh-bound Gaussians (+ expression coefficients).
+
+Each iteration samples a batch of cameras, renders, computes every enabled ``loss_*`` (guidance
+ISM/SDS, emotion on the frontal render, L_pos, L_lap, TV of image and depth, mean scale, and the
+optional reference-view loss), steps Adam with per-attribute exponentially decayed learning rates,
+runs the densify/prune strategy, logs to ``metrics.jsonl`` and checkpoints atomically.
+
+Two expression routes (``loss.emotion_moves``):
+
+* ``all`` (the paper): the emotion loss back-propagates into every Gaussian parameter.
+* ``expression`` (the offline preset): the emotion loss moves only the template's blendshape
+  coefficients; colours are fitted by the reference-view loss at the photo's own expression
+  (coefficients zero) and no other loss moves the coefficients. An emotion loss that may move colours
+  fools the classifier without changing what a person sees.
+
+Robustness: a NaN/Inf loss or gradient skips the step; a NaN/Inf parameter after a step restores the
+parameters and optimiser state from before the step; either way the learning rates are halved once
+and the event is logged; a second event stops with :class:`TrainingDiverged`. Ctrl-C saves a
+checkpoint first. ``resume`` continues bit-identically on CPU (RNG states are checkpointed).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .cameras import CameraSampler, frontal_camera
+from .checkpoint import (capture_rng, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                         restore_rng, save_checkpoint)
+from .config import Config
+from .face.emotion import emotion_index, emotion_loss, load_emotion_classifier
+from .gaussians import MeshGaussians
+from .losses import loss_lap, loss_pos, mean_scale_loss, tv_loss, uniform_neighbours
+from .reference_view import (FIT_RESOLUTION, ReferenceView, align_reference_view, fit_reference, paint_from_reference,
+                             reference_view_loss, scaled_matrix)
+from .render import render
+from .runtime import seed_everything
+from .schedules import piecewise_linear
+from .splats import Splats
+from .strategy import DensifyStrategy
+from .subject import Subject
+from .template import load_template
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class TrainingDiverged(RuntimeError):
+    """NaN/Inf came back after the learning rate had already been lowered once."""
+
+
+@dataclass
+class StepRecord:
+    """What one iteration logged."""
+
+    iteration: int
+    values: dict[str, float] = field(default_factory=dict)
+
+
+class AvatarTrainer:
+    """Optimises one avatar. Build it, then call :meth:`fit`.
+
+    Args:
+        config: the resolved config tree.
+        subject: photos + identity (see :func:`sie3d.subject.make_subject`).
+        run_dir: where checkpoints and ``metrics.jsonl`` go.
+        device: torch device.
+        progress: show a tqdm bar (quiet summaries every ``train.log_every`` otherwise).
+    """
+
+    def __init__(self, config: Config, subject: Subject, run_dir: str | Path, device: torch.device,
+                 progress: bool = False, log: Callable[[str], None] = print):
+        self.config = config
+        self.subject = subject
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.progress = progress
+        self.log = log
+        loss_cfg = config.loss
+        if loss_cfg.emotion_moves not in ("all", "expression"):
+            raise ValueError(f"loss.emotion_moves must be 'all' or 'expression', got {loss_cfg.emotion_moves!r}")
+
+        self.template = load_template(config.models).to(device)
+        self.neighbours = uniform_neighbours(self.template.faces, self.template.vertices.shape[0],
+                                             loss_cfg.lap_max_neighbours)
+        self.gaussians = MeshGaussians(self.template, config.gaussians).to(device)
+        self.expression = torch.nn.Parameter(torch.zeros(len(self.template.expression_names), device=device))
+        self.strategy = DensifyStrategy(config.gaussians)
+        self.sampler = CameraSampler(config.cameras, config.render.resolution)
+        frontal_resolution = config.render.frontal_resolution or config.render.resolution
+        self.frontal = frontal_camera(config.cameras, frontal_resolution).to(device)
+
+        self.guidance = self.conditioning = None
+        if loss_cfg.lambda_ism > 0:
+            from .conditioning import build_conditioning
+            from .guidance import make_guidance
+            from .prior import DiffusionPrior
+
+            prior = DiffusionPrior.from_config(config, device)
+            identity = torch.as_tensor(subject.identity, dtype=torch.float32, device=device)
+            self.conditioning = build_conditioning(prior, identity, config.conditioning)
+            self.guidance = make_guidance(prior, config.guidance, config.conditioning)
+
+        self.classifier = None
+        if loss_cfg.lambda_emotion > 0:
+            self.classifier = load_emotion_classifier(config.models.emotion_loss_classifier, device)
+            self.target_emotion = emotion_index(config.conditioning.expression)
+        self.reference: ReferenceView | None = None
+        self.photo_fit = None
+        if loss_cfg.lambda_ref > 0:
+            # the photo's own expression as coefficients + its alignment to the frontal camera
+            self.photo_fit = fit_reference(subject.photo, subject.face, self.template, config.cameras)
+            self.reference = align_reference_view(subject.photo, self.photo_fit, self.template,
+                                                  self.frontal).to(device)
+            paint_from_reference(self.gaussians, subject.photo, self.photo_fit, self.template,
+                                 frontal_camera(config.cameras, FIT_RESOLUTION))
+            with torch.no_grad():  # the target expression starts from the photo's
+                self.expression.copy_(self.photo_fit.coefficients)
+        self.photo_expression = (self.photo_fit.coefficients.to(device) if self.photo_fit is not None
+                                 else torch.zeros_like(self.expression.detach()))
+        # [4] normalised crop for the classifier: the photo's detected box carried into the frontal view
+        # (the same kind of box evaluation detects), else the template's projected face region
+        self.face_box = classifier_box(self.template, self.frontal, subject, self.photo_fit,
+                                       config.models.emotion_crop_margin)
+
+        self.optimizer = torch.optim.Adam(self._param_groups(), eps=config.optim.adam_eps)
+        self.iteration = 0
+        self.generator = seed_everything(config.run.seed, config.run.deterministic)
+        self.lr_scale = 1.0
+        self.recoveries = 0
+
+    # ------------------------------------------------------------------ parameters
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        groups = self.gaussians.param_groups(self.config.optim)
+        groups.append({"params": [self.expression], "lr": self.config.optim.lr_expression, "name": "expression"})
+        return groups
+
+    def learning_rates(self, iteration: int) -> dict[str, float]:
+        """Per-group learning rate at ``iteration`` (exponential decay over the run, × recovery scale)."""
+        progress = iteration / max(self.config.train.iterations, 1)
+        rates = self.gaussians.learning_rates(self.config.optim, progress)
+        rates["expression"] = self.config.optim.lr_expression
+        return {k: v * self.lr_scale for k, v in rates.items()}
+
+    def loss_weight(self, name: str, iteration: int) -> float:
+        schedule = self.config.loss.schedules.get(name)
+        if schedule:
+            return piecewise_linear(schedule, iteration)
+        return float(getattr(self.config.loss, f"lambda_{name}"))
+
+    # ------------------------------------------------------------------ one iteration
+
+    def expression_vertices(self, coefficients: torch.Tensor) -> torch.Tensor:
+        return self.template.deform(coefficients)
+
+    def _render(self, splats, cameras, background):
+        return render(splats, cameras, background, backend=self.config.render.backend,
+                      tile_size=self.config.render.tile_size)
+
+    def compute_losses(self, iteration: int) -> tuple[dict[str, torch.Tensor], dict[str, float], Any]:
+        """All enabled loss terms (unweighted) for one iteration, plus diagnostics and the render output."""
+        cfg = self.config
+        only_emotion_moves_expression = cfg.loss.emotion_moves == "expression"
+        losses: dict[str, torch.Tensor] = {}
+        diagnostics: dict[str, float] = {}
+        timings: dict[str, float] = {}
+
+        coefficients = self.expression.detach() if only_emotion_moves_expression else self.expression
+        vertices = self.expression_vertices(coefficients)
+        splats = self.gaussians.to_world(vertices)
+
+        tick = time.perf_counter()
+        batch = self.sampler.sample(cfg.train.batch_size, iteration, self.generator)
+        cameras = batch.cameras.to(self.device)
+        out = self._render(splats, cameras, batch.backgrounds.to(self.device))
+        images = out.rgb.permute(0, 3, 1, 2)  # [B, 3, H, W]
+        depth = out.depth.permute(0, 3, 1, 2)
+        flip = batch.flip.to(self.device)
+        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        timings["render"] = time.perf_counter() - tick
+
+        if self.guidance is not None:
+            tick = time.perf_counter()
+            result = self.guidance(images, self.conditioning, cameras.azimuth_deg, iteration,
+                                   generator=self.generator)
+            losses["ism"] = result.get("loss_ism", result.get("loss_sds"))
+            for key in ("grad_norm", "t", "s", "n_unet_evals", "time_encode", "time_unet"):
+                if key in result:
+                    diagnostics[key] = float(result[key])
+            timings["guidance"] = time.perf_counter() - tick
+
+        if cfg.loss.lambda_tv_image > 0:
+            losses["tv_image"] = tv_loss(images)
+        if cfg.loss.lambda_tv_depth > 0:
+            losses["tv_depth"] = tv_loss(depth)
+        if cfg.loss.lambda_scale > 0:
+            losses["scale"] = mean_scale_loss(splats.scales)
+        if cfg.loss.lambda_pos > 0:
+            losses["pos"] = loss_pos(splats.means, self.gaussians.anchor_positions(vertices),
+                                     self.gaussians.face_region)
+        if cfg.loss.lambda_lap > 0:  # the expression deformation of the template, relative to its rest shape
+            losses["lap"] = loss_lap(vertices, self.template.vertices, self.neighbours)
+
+        if self.reference is not None:
+            tick = time.perf_counter()
+            at_photo = self.gaussians.to_world(self.expression_vertices(self.photo_expression))
+            front = self._render(at_photo, self.frontal, self.reference.background)
+            losses["ref"] = reference_view_loss(front.rgb[0], self.reference)
+            timings["reference"] = time.perf_counter() - tick
+
+        if self.classifier is not None and iteration % cfg.train.emotion_every == 0:
+            tick = time.perf_counter()
+            emotion_splats = self.gaussians.to_world(self.expression_vertices(self.expression))
+            if only_emotion_moves_expression:
+                s = emotion_splats
+                emotion_splats = Splats(s.means, s.quats, s.scales, s.opacities, s.colors.detach())
+            white = torch.ones(3, device=self.device)
+            front = self._render(emotion_splats, self.frontal, white)
+            probs = self.classifier(front.rgb.permute(0, 3, 1, 2), self.face_box.to(self.device))
+            losses["emotion"] = emotion_loss(probs, self.target_emotion)
+            diagnostics["p_target"] = float(probs[0, self.target_emotion].detach())
+            timings["emotion"] = time.perf_counter() - tick
+        diagnostics.update({f"time_{k}": v for k, v in timings.items()})
+        return losses, diagnostics, (out, vertices.detach())
+
+    def _backward(self, losses: dict[str, torch.Tensor], iteration: int) -> torch.Tensor:
+        """Weighted sum and backward; in ``expression`` mode the emotion term reaches the coefficients only."""
+        weighted = {k: self.loss_weight(k, iteration) * v for k, v in losses.items()}
+        emotion = weighted.pop("emotion", None)
+        total = sum(weighted.values(), torch.zeros((), device=self.device))
+        if emotion is not None and self.config.loss.emotion_moves == "expression":
+            total.backward()
+            (grad,) = torch.autograd.grad(emotion, [self.expression])
+            self.expression.grad = grad if self.expression.grad is None else self.expression.grad + grad
+            return total.detach() + emotion.detach()
+        if emotion is not None:
+            total = total + emotion
+        total.backward()
+        return total.detach()
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"gaussians": copy.deepcopy(self.gaussians.state_dict()),
+                "expression": self.expression.detach().clone(),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    def _restore(self, snapshot: dict[str, Any]) -> None:
+        self.gaussians.load_state_dict(snapshot["gaussians"])
+        with torch.no_grad():
+            self.expression.copy_(snapshot["expression"])
+        self.optimizer.load_state_dict(snapshot["optimizer"])
+
+    def _recover(self, what: str, iteration: int) -> dict[str, float]:
+        if self.recoveries >= 1:
+            raise TrainingDiverged(
+                f"{what} at iteration {iteration} again after lowering the learning rate once; stopping. "
+                f"The last checkpoint is {latest_checkpoint(self.run_dir)}; try smaller optim.lr_* or "
+                f"guidance.weight, or check the inputs")
+        self.recoveries += 1
+        self.lr_scale *= 0.5
+        self.log(f"[train] {what} at iteration {iteration}: step undone, learning rates halved (×{self.lr_scale})")
+        return {"nan_recovery": 1.0, "lr_scale": self.lr_scale}
+
+    def step(self, iteration: int) -> dict[str, float]:
+        """One optimisation iteration; returns the logged values."""
+        start = time.perf_counter()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rates(iteration)[group["name"]]
+        self.optimizer.zero_grad(set_to_none=True)
+        losses, diagnostics, (out, vertices) = self.compute_losses(iteration)
+        record = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
+        if not all(math.isfinite(v) for v in record.values()):
+            bad = [k for k, v in record.items() if not math.isfinite(v)]
+            return {**record, **self._recover(f"non-finite {', '.join(bad)}", iteration)}
+
+        self.strategy.step_pre_backward(self.gaussians, out, iteration)
+        tick = time.perf_counter()
+        total = self._backward(losses, iteration)
+        record["time_backward"] = time.perf_counter() - tick
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not all(torch.isfinite(g).all() for g in grads):
+            self.optimizer.zero_grad(set_to_none=True)
+            return {**record, **self._recover("non-finite gradient", iteration)}
+
+        snapshot = self._snapshot()
+        tick = time.perf_counter()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.expression.clamp_(0.0, 1.0)  # blendshapes are designed for [0, 1]
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if not all(torch.isfinite(p).all() for p in params):
+            self._restore(snapshot)
+            return {**record, **self._recover("non-finite parameter after the step", iteration)}
+        info = self.strategy.step_post_backward(self.gaussians, self.optimizer, out, iteration, vertices)
+        record["time_step"] = time.perf_counter() - tick
+        record.update({f"strategy_{k}": float(v) for k, v in info.items()})
+
+        record.update(diagnostics)
+        record["loss_total"] = float(total)
+        record["n_gaussians"] = float(len(self.gaussians))
+        record["lr_xyz"] = self.optimizer.param_groups[0]["lr"]
+        record.update({f"expr_{n}": float(c) for n, c in zip(self.template.expression_names, self.expression.detach())})
+        record["time_iteration"] = time.perf_counter() - start
+        return record
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "gaussians": self.gaussians.state_dict(),
+            "expression": self.expression.detach().cpu(),
+            "optimizer": self.optimizer.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "lr_scale": self.lr_scale,
+            "recoveries": self.recoveries,
+            "rng": capture_rng(self.generator),
+            "params_hash": self.config.params_hash(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["params_hash"] != self.config.params_hash():
+            raise ValueError("the checkpoint was written with different params (hash "
+                             f"{state['params_hash']} vs {self.config.params_hash()}); resume with the "
+                             "run's own config.yaml, or start a new run directory")
+        self.gaussians.load_state_dict(state["gaussians"])
+        with torch.no_grad():
+            self.expression.copy_(state["expression"])
+        self.optimizer = torch.optim.Adam(self._param_groups(), eps=self.config.optim.adam_eps)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.strategy.load_state_dict(state["strategy"])
+        self.lr_scale = state["lr_scale"]
+        self.recoveries = state["recoveries"]
+        self.iteration = state["iteration"]
+        restore_rng(state["rng"], self.generator)
+
+    def save_checkpoint(self) -> Path:
+        path = save_checkpoint(checkpoint_path(self.run_dir, self.iteration), self.state_dict())
+        prune_checkpoints(self.run_dir, keep=2)
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint of ``run_dir`` (if any); drop metrics logged after it."""
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        self.load_state_dict(load_checkpoint(path))
+        metrics = self.run_dir / METRICS_FILE
+        if metrics.is_file():
+            kept = [line for line in metrics.read_text().splitlines()
+                    if line.strip() and json.loads(line)["iteration"] < self.iteration]
+            metrics.write_text("".join(line + "\n" for line in kept))
+        self.log(f"[train] resumed from {path.name} (iteration {self.iteration})")
+        return True
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self, iterations: int | None = None) -> list[dict[str, float]]:
+        """Run until ``train.iterations`` (or ``iterations`` more); returns the logged records."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config.train
+        end = cfg.iterations if iterations is None else min(cfg.iterations, self.iteration + iterations)
+        records = []
+        metrics = self.run_dir / METRICS_FILE
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not self.progress, desc="avatar")
+        try:
+            while self.iteration < end:
+                record = {"iteration": self.iteration, **self.step(self.iteration)}
+                self.iteration += 1
+                records.append(record)
+                if record["iteration"] % cfg.log_every == 0 or self.iteration == cfg.iterations:
+                    with metrics.open("a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                    if not self.progress:
+                        self.log(_summary_line(record, cfg.iterations))
+                bar.update(1)
+                if self.iteration % cfg.checkpoint_every == 0 or self.iteration == end:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            path = self.save_checkpoint()
+            self.log(f"[train] interrupted at iteration {self.iteration}; checkpoint {path}; "
+                     "continue with --resume")
+            raise
+        finally:
+            bar.close()
+        return records
+
+
+def classifier_box(template, frontal, subject: Subject, fit, margin: float) -> torch.Tensor:
+    """``[4]`` normalised emotion-classifier crop in the frontal render.
+
+    The photo's detected face box, carried into the frontal view by the reference alignment, then
+    squared with the classifier's margin exactly as on photos (:func:`sie3d.face.emotion.emotion_box`),
+    so training and evaluation crop faces the same way. Without a photo alignment: the template's
+    projected face region.
+    """
+    from .face.emotion import emotion_box
+
+    if fit is None:
+        return template.frontal_face_box(frontal)
+    matrix = scaled_matrix(fit, frontal)
+    x0, y0, x1, y1 = subject.face.box
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ matrix[:, :2].T + matrix[:, 2]
+    box = np.concatenate([corners.min(0), corners.max(0)])
+    return torch.as_tensor(emotion_box(box, frontal.width, frontal.height, margin), dtype=torch.float32)
+
+
+def _summary_line(record: dict[str, float], total: int) -> str:
+    losses = " ".join(f"{k[5:]}={v:.4g}" for k, v in record.items() if k.startswith("loss_") and k != "loss_total")
+    return (f"[train] it {record['iteration'] + 1}/{total} total={record.get('loss_total', float('nan')):.4g} "
+            f"{losses} ({record.get('time_iteration', 0):.2f} s/it)")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
+    """The records of ``metrics.jsonl``."""
+    path = Path(run_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
