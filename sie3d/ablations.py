@@ -6,7 +6,12 @@ evaluation groups by). A run is *finished* when its ``manifest.json`` says ``"st
 and its ``metrics.json`` exists; finished runs are skipped, so an interrupted grid resumes where it
 stopped. A run whose generation finished but that was never evaluated is only evaluated.
 
-Generation is injected (``generate_fn``) so that the grid logic does not depend on the trainer.
+A finished run is only reused when it was generated with the params asked for now (the params hash
+in its manifest); otherwise the grid stops with an error instead of mixing stale runs into a table.
+
+:func:`run_ablation_grid` takes the generation and evaluation as functions, so the grid logic does
+not depend on the trainer; :func:`run_ablations` wires it to :func:`sie3d.generate.generate` and
+:func:`sie3d.evaluate.evaluate_runs` and writes the combined tables to ``<out_root>/evaluation``.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
 ABLATIONS_DIR = PARAMS_DIR / "ablations"
 MANIFEST_FILE = "manifest.json"  # written by sie3d.runtime.RunDir
 METRICS_FILE = "metrics.json"  # written by sie3d.evaluate
+EVALUATION_DIR = "evaluation"  # under the grid root: runs.csv, groups.csv, metrics.md, evaluation.json
 
 #: (name, params delta or None for the full method, label); labels equal the paper's Table 2 rows
 ABLATIONS: list[tuple[str, Path | None, str]] = [
@@ -65,6 +71,14 @@ def is_generated(run_dir: str | Path) -> bool:
     return manifest_status(run_dir) == "finished"
 
 
+def manifest_params_hash(run_dir: str | Path) -> str | None:
+    """``params_hash`` field of a run's manifest (None when absent)."""
+    try:
+        return json.loads((Path(run_dir) / MANIFEST_FILE).read_text()).get("params_hash")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def is_finished(run_dir: str | Path) -> bool:
     """Generated (manifest status ``finished``) and evaluated (``metrics.json`` present)."""
     return is_generated(run_dir) and (Path(run_dir) / METRICS_FILE).is_file()
@@ -86,8 +100,13 @@ def _identity_names(identities: Sequence[str | Path]) -> list[str]:
     return names
 
 
-def run_ablation_grid(identities: Sequence[str | Path], expressions: Sequence[str], preset: str | Path,
-                      out_root: str | Path, generate_fn: GenerateFn, evaluate_fn: EvaluateFn,
+def _preset_files(preset: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    return [preset] if isinstance(preset, (str, Path)) else list(preset)
+
+
+def run_ablation_grid(identities: Sequence[str | Path], expressions: Sequence[str],
+                      preset: str | Path | Sequence[str | Path], out_root: str | Path,
+                      generate_fn: GenerateFn, evaluate_fn: EvaluateFn,
                       ablations: Sequence[tuple[str, Path | None, str]] = ABLATIONS,
                       overrides: Sequence[str] = ()) -> list[GridRun]:
     """Generate and evaluate every (ablation, identity photo, expression), skipping finished runs.
@@ -95,7 +114,8 @@ def run_ablation_grid(identities: Sequence[str | Path], expressions: Sequence[st
     Args:
         identities: input photo paths (their file stems name the runs).
         expressions: target expressions, written to ``conditioning.expression``.
-        preset: params file the deltas are merged onto (``params/quick.yaml``).
+        preset: params file(s) the deltas are merged onto (``params/quick.yaml``, or a list: preset
+            then extra deltas applied to every run).
         out_root: grid root; runs go to ``<out_root>/<ablation>/<identity>__<expression>``.
         generate_fn: ``generate_fn(config, photo, run_dir, info)``; ``info`` holds ``ablation``,
             ``identity``, ``expression`` for the manifest. It must leave a manifest with status
@@ -108,31 +128,108 @@ def run_ablation_grid(identities: Sequence[str | Path], expressions: Sequence[st
         one :class:`GridRun` per cell, in grid order.
 
     Raises:
+        ValueError: a finished run was generated with other params than those asked for now.
         RuntimeError: ``generate_fn`` returned without a finished manifest, or ``evaluate_fn``
             without writing ``metrics.json``.
     """
     names = _identity_names(identities)
     out_root = Path(out_root)
-    results = []
+    cells = []  # (ablation, label, photo, identity, expression, run_dir, config); all checked before any work
     for ablation, delta, label in ablations:
+        files = _preset_files(preset) + ([delta] if delta is not None else [])
         for photo, identity in zip(identities, names):
             for expression in expressions:
                 run_dir = out_root / ablation / f"{identity}__{expression}"
-                if is_finished(run_dir):
-                    status = "skipped"
-                else:
-                    status = "evaluated"
-                    if not is_generated(run_dir):
-                        files = [preset] + ([delta] if delta is not None else [])
-                        config = load_config(*files, overrides=[*overrides, f"conditioning.expression={expression}"])
-                        info = {"ablation": ablation, "identity": identity, "expression": expression}
-                        generate_fn(config, Path(photo), run_dir, info)
-                        if not is_generated(run_dir):
-                            raise RuntimeError(f"generation of {run_dir} returned but its {MANIFEST_FILE} status is "
-                                               f"{manifest_status(run_dir)!r}, not 'finished'")
-                        status = "generated"
-                    evaluate_fn(run_dir)
-                    if not (run_dir / METRICS_FILE).is_file():
-                        raise RuntimeError(f"evaluation of {run_dir} did not write {METRICS_FILE}")
-                results.append(GridRun(ablation, label, identity, expression, run_dir, status))
+                config = load_config(*files, overrides=[*overrides, f"conditioning.expression={expression}"])
+                if is_generated(run_dir) and manifest_params_hash(run_dir) != config.params_hash():
+                    raise ValueError(f"{run_dir} was generated with other params (hash "
+                                     f"{manifest_params_hash(run_dir)}, asked for {config.params_hash()}); "
+                                     "delete it or choose another output root")
+                cells.append((ablation, label, Path(photo), identity, expression, run_dir, config))
+    results = []
+    for ablation, label, photo, identity, expression, run_dir, config in cells:
+        if is_finished(run_dir):
+            status = "skipped"
+        else:
+            status = "evaluated"
+            if not is_generated(run_dir):
+                generate_fn(config, photo, run_dir, {"ablation": ablation, "identity": identity,
+                                                     "expression": expression})
+                if not is_generated(run_dir):
+                    raise RuntimeError(f"generation of {run_dir} returned but its {MANIFEST_FILE} status is "
+                                       f"{manifest_status(run_dir)!r}, not 'finished'")
+                status = "generated"
+            evaluate_fn(run_dir)
+            if not (run_dir / METRICS_FILE).is_file():
+                raise RuntimeError(f"evaluation of {run_dir} did not write {METRICS_FILE}")
+        results.append(GridRun(ablation, label, identity, expression, run_dir, status))
     return results
+
+
+@dataclass
+class AblationStudy:
+    """What :func:`run_ablations` produced: the grid cells and their combined evaluation."""
+
+    runs: list[GridRun]
+    evaluation: dict[str, Any]  # sie3d.evaluate.evaluate_runs' result (also in evaluation_dir)
+    evaluation_dir: Path
+
+    def run_dir(self, ablation: str, identity: str, expression: str) -> Path:
+        for run in self.runs:
+            if (run.ablation, run.identity, run.expression) == (ablation, identity, expression):
+                return run.run_dir
+        raise KeyError(f"no run {ablation}/{identity}__{expression} in this study")
+
+
+def run_ablations(photos: Sequence[str | Path], expressions: Sequence[str],
+                  preset: str | Path | Sequence[str | Path], out_root: str | Path, iterations: int | None = None,
+                  ablations: Sequence[tuple[str, Path | None, str]] = ABLATIONS, overrides: Sequence[str] = (),
+                  log: Callable[[str], None] = print) -> AblationStudy:
+    """Generate every (ablation, photo, expression) with :func:`sie3d.generate.generate`, evaluate them
+    with :func:`sie3d.evaluate.evaluate_runs`, reusing finished runs.
+
+    Args:
+        photos: one photo file per identity (file stems name the runs; one person per photo).
+        expressions: target expressions (fer/DeepFace class names).
+        preset: params file(s) (``params/quick.yaml`` or ``params/paper.yaml``, optionally followed by
+            deltas applied to every run).
+        out_root: grid root; the combined tables go to ``<out_root>/evaluation``.
+        iterations: ``train.iterations`` of every run (None: the preset's).
+        ablations: subset of :data:`ABLATIONS`.
+        overrides: dotted overrides applied to every run (after the preset and the ablation delta).
+        log: progress lines (generation and grid status).
+
+    A run left ``running``/``failed``/``interrupted`` by an earlier call continues from its newest
+    checkpoint (the params must match). The evaluator follows the preset's ``eval`` section and
+    ``run.device``.
+
+    Raises:
+        FileNotFoundError: a photo is missing (checked before any run).
+        ValueError: a finished run was made with other params (see :func:`run_ablation_grid`).
+    """
+    # imported here: sie3d.evaluate imports this module (for the ablation labels)
+    from .evaluate import Evaluator, evaluate_run_dir, evaluate_runs
+    from .generate import generate
+
+    missing = [str(photo) for photo in photos if not Path(photo).is_file()]
+    if missing:  # before any run: a grid can take hours
+        raise FileNotFoundError(f"photo(s) not found: {', '.join(missing)}")
+    overrides = [*overrides, *([f"train.iterations={iterations}"] if iterations is not None else [])]
+    base = load_config(*_preset_files(preset), overrides=overrides)
+    evaluator = Evaluator.from_config(base, device=base.run.device)
+
+    def generate_run(config: Config, photo: Path, run_dir: Path, info: dict[str, Any]) -> None:
+        resume = (run_dir / "checkpoints").is_dir()
+        log(f"[ablations] generating {info['ablation']}/{run_dir.name}" + (" (resuming)" if resume else ""))
+        generate([photo], config, run_dir, resume=resume, extra_manifest=info, log=log)
+
+    def evaluate_run(run_dir: Path) -> None:
+        evaluate_run_dir(run_dir, evaluator)
+
+    runs = run_ablation_grid(photos, expressions, preset, out_root, generate_run, evaluate_run,
+                             ablations=ablations, overrides=overrides)
+    for run in runs:
+        log(f"[ablations] {run.ablation}/{run.run_dir.name}: {run.status}")
+    evaluation_dir = Path(out_root) / EVALUATION_DIR
+    evaluation = evaluate_runs([run.run_dir for run in runs], evaluation_dir, evaluator=evaluator)
+    return AblationStudy(runs=runs, evaluation=evaluation, evaluation_dir=evaluation_dir)

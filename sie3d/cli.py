@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("render a run or .ply: turntable, view grid", "issue 3 (avatar/renderer)"),
     "generate": ("photo + expression text -> 3D Gaussian avatar run directory", "issue 6 (generation)"),
     "evaluate": ("FID/KID, ID and NPS over run directories", "issue 7 (evaluation)"),
+    "ablations": ("generate and evaluate the ablation grid (skips finished runs)", "issue 7 (evaluation)"),
     "bench": ("benchmarks (render, ism, generate as they land)", "foundation"),
 }
 

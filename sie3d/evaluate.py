@@ -308,8 +308,8 @@ class Evaluator:
         }
         if len(render_features) < 2 or len(reference_features) < 2:
             result["note"] = (f"needs at least 2 embedded images on each side (renders {len(render_features)}, "
-                              f"reference {len(reference_features)}); pass --reference DIR or read the pooled "
-                              "group value")
+                              f"reference {len(reference_features)}): evaluate several identities together (the "
+                              "pooled group value) or pass --reference DIR")
             return result
         result["frechet"] = frechet_distance_from_features(render_features, reference_features)
         result["kid_mean"], result["kid_std"] = kid(render_features, reference_features,
@@ -496,6 +496,25 @@ def _markdown(evaluation: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- entry points
 
 
+def write_run_metrics(run: RunFiles, metrics: dict[str, Any]) -> None:
+    """``metrics.json`` and the one-row ``metrics.csv`` into the run directory."""
+    write_json_atomic(run.run_dir / METRICS_JSON, metrics)
+    write_csv(run.run_dir / METRICS_CSV, [flat_row(metrics)])
+
+
+def evaluate_run_dir(run_dir: str | Path, evaluator: Evaluator,
+                     reference: Sequence[Path] | None = None) -> dict[str, Any]:
+    """Evaluate one run directory and write its ``metrics.json`` / ``metrics.csv`` (no combined tables).
+
+    The evaluator caches detections and features by path, so a later :func:`evaluate_runs` over the
+    same runs with the same evaluator only re-runs the cheap per-run steps.
+    """
+    run = read_run(run_dir)
+    metrics = evaluator.evaluate_run(run, reference)
+    write_run_metrics(run, metrics)
+    return metrics
+
+
 def evaluate_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, reference_dir: str | Path | None = None,
                   evaluator: Evaluator | None = None, **evaluator_options: Any) -> dict[str, Any]:
     """Evaluate runs, write per-run files into each run and the combined tables into ``out_dir``.
@@ -523,8 +542,7 @@ def evaluate_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, reference
         metrics = evaluator.evaluate_run(run, reference)
         if names.count(run.name) > 1:  # same leaf name in two groups: keep rows distinguishable
             metrics["run"] = f"{run.group}/{run.name}"
-        write_json_atomic(run.run_dir / METRICS_JSON, metrics)
-        write_csv(run.run_dir / METRICS_CSV, [flat_row(metrics)])
+        write_run_metrics(run, metrics)
         results.append(metrics)
 
     groups = []

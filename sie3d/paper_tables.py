@@ -74,8 +74,8 @@ class Provenance:
 
     def describe(self) -> str:
         return (f"preset `{self.preset}`; distribution distance: {self.frechet_label}; "
-                f"ID: {self.identity_model} cosine; NPS: {self.loss_classifier} (loss classifier) and "
-                f"{self.held_out_classifier} (held out)")
+                f"ID: {self.identity_model} cosine; NPS with the loss classifier {self.loss_classifier} and the "
+                f"held-out classifier {self.held_out_classifier}")
 
 
 def _cell(value: float | None, digits: int) -> str:
@@ -163,12 +163,17 @@ def comparison_bar_plot(ours: Sequence[OurRow], provenance: Provenance,
     axes[1][1].set_title(f"ours: ID ↑ ({provenance.identity_model})", fontsize=10)
     width = 0.4
     axes[1][2].bar([i - width / 2 for i in x], values(ours_by_method, "nps_loss"), width,
-                   label=f"{provenance.loss_classifier} (loss)", color="#1f77b4")
+                   label=f"loss classifier: {provenance.loss_classifier}", color="#1f77b4")
     axes[1][2].bar([i + width / 2 for i in x], values(ours_by_method, "nps_held_out"), width,
-                   label=f"{provenance.held_out_classifier} (held out)", color="#ff7f0e")
+                   label=f"held out: {provenance.held_out_classifier}", color="#ff7f0e")
     axes[1][2].set_title("ours: NPS ↓", fontsize=10)
-    axes[1][2].legend(fontsize=8, loc="best", framealpha=0.8)
-    for ax in axes[1]:
+    bottom, top = axes[1][2].get_ylim()
+    axes[1][2].set_ylim(bottom, top * 1.3)  # headroom so the legend never covers a bar
+    axes[1][2].legend(fontsize=8, loc="upper left", framealpha=0.8)
+    for ax, attrs in zip(axes[1], (["fid"], ["id"], ["nps_loss", "nps_held_out"])):
+        if all(math.isnan(v) for attr in attrs for v in values(ours_by_method, attr)):
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", va="center", color="#7f7f7f")
         ax.set_xticks(x)
         ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
     fig.suptitle(f"Paper vs ours (preset {provenance.preset}); missing bars: not measured", fontsize=11)

@@ -237,7 +237,8 @@ class AvatarTrainer:
         emotion = weighted.pop("emotion", None)
         total = sum(weighted.values(), torch.zeros((), device=self.device))
         if emotion is not None and self.config.loss.emotion_moves == "expression":
-            total.backward()
+            if total.requires_grad:
+                total.backward()
             (grad,) = torch.autograd.grad(emotion, [self.expression])
             self.expression.grad = grad if self.expression.grad is None else self.expression.grad + grad
             return total.detach() + emotion.detach()
@@ -349,10 +350,11 @@ class AvatarTrainer:
     def resume(self) -> bool:
         """Load the newest checkpoint of ``run_dir`` (if any); drop metrics logged after it."""
         path = latest_checkpoint(self.run_dir)
-        if path is None:
+        metrics = self.run_dir / METRICS_FILE
+        if path is None:  # a run that stopped before its first checkpoint starts over
+            metrics.unlink(missing_ok=True)
             return False
         self.load_state_dict(load_checkpoint(path))
-        metrics = self.run_dir / METRICS_FILE
         if metrics.is_file():
             kept = [line for line in metrics.read_text().splitlines()
                     if line.strip() and json.loads(line)["iteration"] < self.iteration]

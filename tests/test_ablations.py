@@ -1,12 +1,18 @@
-"""Ablation deltas, the resumable ablation grid (with a fake generator), the paper-table helpers."""
+"""Ablation deltas, the resumable ablation grid (with a fake generator, then one real run), the paper-table
+helpers."""
 
 import json
 
 import matplotlib
 import pytest
+import torch
+from skimage.data import astronaut
 
-from sie3d.ablations import ABLATIONS, ablation_label, is_finished, run_ablation_grid
+from sie3d.ablations import ABLATIONS, ablation_label, is_finished, run_ablation_grid, run_ablations
+from sie3d.cli import main
 from sie3d.config import load_config
+from sie3d.evaluate import paper_rows
+from sie3d.media import save_image
 from sie3d.paper_tables import (
     TABLE1,
     TABLE2,
@@ -123,6 +129,93 @@ def test_grid_errors(tmp_path, repo_root):
         ablation_label("no_ism")
 
 
+def test_grid_refuses_finished_runs_made_with_other_params(tmp_path, repo_root):
+    preset = repo_root / "params/quick.yaml"
+    photos = [tmp_path / "x.png"]
+    run_ablation_grid(photos, ["neutral"], preset, tmp_path / "grid", _fake_generator([]), _fake_evaluator([]),
+                      ablations=ABLATIONS[:1])
+    generated = []
+    with pytest.raises(ValueError, match="generated with other params .* delete it or choose another"):
+        run_ablation_grid(photos, ["neutral"], preset, tmp_path / "grid", _fake_generator(generated),
+                          _fake_evaluator([]), ablations=ABLATIONS[:1], overrides=["train.iterations=7"])
+    assert generated == []
+
+
+def test_run_ablations_checks_every_photo_before_any_run(tmp_path, repo_root):
+    present = save_image(astronaut()[:64, :64], tmp_path / "present.png")
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        run_ablations([present, tmp_path / "missing.png"], ["neutral"], repo_root / "params/quick.yaml",
+                      tmp_path / "grid")
+    assert not (tmp_path / "grid").exists()
+
+
+# --------------------------------------------------------------------------- the real wiring
+
+TINY = ["render.resolution=32", "render.frontal_resolution=128", "eval.turntable_frames=2"]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The avatar is small: on a shared 2-core CPU one thread is several times faster than two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow  # 18 s alone on 2 cores, 50 s when the cores are shared
+@pytest.mark.filterwarnings("ignore::sie3d.face.detect.FaceWarning")  # the astronaut's suit: a 2nd weak "face"
+def test_run_ablations_generates_evaluates_and_reuses_real_runs(tmp_path, repo_root, capsys,
+                                                                 one_torch_thread):
+    """One real quick-preset ablation cell (2 iterations), evaluated offline; then reused by the CLI."""
+    photo = save_image(astronaut(), tmp_path / "photos" / "astronaut.png")
+    out = tmp_path / "grid"
+    lines = []
+    study = run_ablations([photo], ["neutral"], repo_root / "params/quick.yaml", out, iterations=2,
+                          ablations=[a for a in ABLATIONS if a[0] == "no_emotion_loss"], overrides=TINY,
+                          log=lines.append)
+    run_dir = out / "no_emotion_loss" / "astronaut__neutral"
+    assert [(r.ablation, r.status, r.run_dir) for r in study.runs] == [("no_emotion_loss", "generated", run_dir)]
+    assert study.run_dir("no_emotion_loss", "astronaut", "neutral") == run_dir
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["ablation"] == "no_emotion_loss"
+    config = load_config(run_dir / "config.yaml")
+    assert config.loss.lambda_emotion == 0.0 and config.train.iterations == 2 and config.render.resolution == 32
+    assert json.loads((run_dir / "summary.json").read_text())["iterations"] == 2
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["group"] == "no_emotion_loss" and metrics["n_renders"] == 1 + config.eval.n_views
+    assert metrics["identity"]["model"] == "dlib" and metrics["emotion"]["loss"]["classifier"] == "fer"
+    assert study.evaluation_dir == out / "evaluation"
+    assert [g["group"] for g in study.evaluation["groups"]] == ["no_emotion_loss"]
+    assert "w/o perceptual expression loss" in [r.method for r in paper_rows(study.evaluation)[0]]
+    assert (out / "evaluation" / "metrics.md").is_file()
+    assert any("generating no_emotion_loss/astronaut__neutral" in line for line in lines)
+
+    # the CLI finds the finished run and only rebuilds the tables
+    assert main(["ablations", str(photo), "--out", str(out), "--only", "no_emotion_loss", "--iterations", "2",
+                 "--params", str(repo_root / "params/quick.yaml"), *[f"--set={o}" for o in TINY]]) == 0
+    captured = capsys.readouterr()
+    assert "no_emotion_loss/astronaut__neutral: skipped" in captured.err
+    assert "# Evaluation of 1 run(s)" in captured.out
+    # asking for other params is an error, not a silent reuse
+    assert main(["ablations", str(photo), "--out", str(out), "--only", "no_emotion_loss", "--iterations", "3",
+                 "--params", str(repo_root / "params/quick.yaml"), *[f"--set={o}" for o in TINY]]) == 1
+    assert "generated with other params" in capsys.readouterr().err
+
+    # a run that stopped before finishing continues from its checkpoint instead of failing on the old files
+    data = json.loads((run_dir / "manifest.json").read_text())
+    data["status"] = "interrupted"
+    (run_dir / "manifest.json").write_text(json.dumps(data))
+    lines.clear()
+    study = run_ablations([photo], ["neutral"], repo_root / "params/quick.yaml", out, iterations=2,
+                          ablations=[a for a in ABLATIONS if a[0] == "no_emotion_loss"], overrides=TINY,
+                          log=lines.append)
+    assert [r.status for r in study.runs] == ["generated"]
+    assert any("(resuming)" in line for line in lines) and any("resumed from" in line for line in lines)
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "finished"
+
+
 # --------------------------------------------------------------------------- paper tables
 
 
@@ -163,3 +256,8 @@ def test_comparison_places_ours_beside_the_paper_and_labels_substitutes():
     titles = [ax.get_title() for ax in fig.axes]
     assert any("not FID" in t for t in titles) and any("dlib" in t for t in titles)
     assert len(fig.axes[5].patches) == 2 * 4  # loss and held-out NPS bars for 4 methods
+    assert [t.get_text() for t in fig.axes[3].texts] == []
+    fig = comparison_bar_plot([OurRow("full", id=0.9, nps_loss=1.0)], provenance)
+    assert [t.get_text() for t in fig.axes[3].texts] == ["not measured"]  # no distance: said, not an empty axis
+    assert [t.get_text() for t in fig.axes[5].texts] == []
+    assert any("held out: deepface" in t.get_text() for t in fig.axes[5].get_legend().get_texts())
