@@ -1,20 +1,6 @@
-"""Learning-rate and loss-weight schedules (pure functions of the iteration)."""
+"""Loss-weight schedules (pure functions of the iteration); learning rates decay in ``sie3d.gaussians``."""
 
 from __future__ import annotations
-
-import math
-
-
-def exponential_decay(initial: float, final: float, step: int, total_steps: int) -> float:
-    """Log-linear interpolation from ``initial`` (step 0) to ``final`` (step ``total_steps``).
-
-    ``lr(step) = exp((1 - r) ln(initial) + r ln(final))`` with ``r = clamp(step / total_steps, 0, 1)``:
-    the exponential decay 3D Gaussian Splatting uses for positions. Equal ends give a constant.
-    """
-    if initial <= 0 or final <= 0:
-        raise ValueError(f"exponential_decay needs positive rates, got {initial} -> {final}")
-    r = min(max(step / max(total_steps, 1), 0.0), 1.0)
-    return math.exp((1 - r) * math.log(initial) + r * math.log(final))
 
 
 def piecewise_linear(points: list[list[float]], step: int) -> float:

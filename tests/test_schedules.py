@@ -1,18 +1,6 @@
-import math
-
 import pytest
 
-from sie3d.schedules import exponential_decay, piecewise_linear
-
-
-def test_exponential_decay_ends_and_midpoint():
-    assert exponential_decay(1.4e-4, 1.4e-6, 0, 5000) == pytest.approx(1.4e-4)
-    assert exponential_decay(1.4e-4, 1.4e-6, 5000, 5000) == pytest.approx(1.4e-6)
-    assert exponential_decay(1.4e-4, 1.4e-6, 2500, 5000) == pytest.approx(math.sqrt(1.4e-4 * 1.4e-6))
-    assert exponential_decay(1.4e-4, 1.4e-6, 9999, 5000) == pytest.approx(1.4e-6)  # clamped
-    assert exponential_decay(0.0175, 0.0175, 123, 5000) == pytest.approx(0.0175)
-    with pytest.raises(ValueError):
-        exponential_decay(0.0, 1.0, 1, 10)
+from sie3d.schedules import piecewise_linear
 
 
 def test_piecewise_linear():
