@@ -132,12 +132,28 @@ Package versions: {', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}.
     path = book_dir / "executed" / "run_manifest.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+    write_pipeline_figure(book_dir / "executed" / "pipeline.png")
     (book_dir / "executed" / "run_manifest.json").write_text(json.dumps({
         "preset": config.preset, "params_files": [str(p) for p in params_files], "overrides": overrides,
         "params_hash": config.params_hash(), "git_revision": git_revision(), "packages": versions,
         "notebooks": [{"name": n.name, "ok": n.ok, "seconds": round(n.seconds, 1), "error": n.error}
                       for n in results],
     }, indent=2))
+    return path
+
+
+def write_pipeline_figure(path: Path) -> Path:
+    """The pipeline figure of the intro page (matplotlib, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .figures import pipeline_figure
+
+    fig = pipeline_figure()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
     return path
 
 

@@ -11,3 +11,14 @@ def test_piecewise_linear():
     assert piecewise_linear(points, 1000) == 0.5
     with pytest.raises(ValueError):
         piecewise_linear([[10, 1], [5, 2]], 0)
+
+
+def test_exponential_learning_rate_decay():
+    import math
+
+    from sie3d.gaussians import exponential_lr
+
+    assert exponential_lr(1.4e-4, 1.4e-6, 0.0) == pytest.approx(1.4e-4)
+    assert exponential_lr(1.4e-4, 1.4e-6, 1.0) == pytest.approx(1.4e-6)
+    assert exponential_lr(1.4e-4, 1.4e-6, 0.5) == pytest.approx(math.sqrt(1.4e-4 * 1.4e-6))
+    assert exponential_lr(0.0175, 0.0175, 0.3) == pytest.approx(0.0175)
