@@ -32,10 +32,15 @@ def test_breakdown_averages_parts_and_puts_the_rest_in_other():
 
 def test_cli_prints_every_column_and_parts_add_up(capsys, repo_root, tmp_path, monkeypatch):
     monkeypatch.chdir(repo_root)
+    monkeypatch.setenv("CUDA_LAUNCH_BLOCKING", "0")  # --paper sets it when absent; keep the environment as it was
     out_json = tmp_path / "rows.json"
     paper = [] if torch.cuda.is_available() else ["--paper"]  # without CUDA: says so, exits 0
-    code = main(["bench", "generate", "--iterations", "2", "--warmup", "0", "--threads", "1", *TINY,
-                 "--json", str(out_json), *paper])
+    threads = torch.get_num_threads()
+    try:
+        code = main(["bench", "generate", "--iterations", "2", "--warmup", "0", "--threads", "1", *TINY,
+                     "--json", str(out_json), *paper])
+    finally:
+        torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert code == 0
     header = next(line for line in out.splitlines() if line.startswith("setting"))
