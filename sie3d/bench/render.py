@@ -115,19 +115,24 @@ def _in_child(*args, exact_memory: bool) -> dict:
     allocation over 64 kB with mmap and returns it on free, so the resident size follows live
     memory (without it, freed heap is reused silently and peaks are meaningless); that costs page
     faults, so the reported tiled time comes from a run without it."""
-    previous = os.environ.get(_MMAP_ENV)
-    if exact_memory:
-        os.environ[_MMAP_ENV] = "65536"
-    else:
-        os.environ.pop(_MMAP_ENV, None)
+    settings = {_MMAP_ENV: "65536" if exact_memory else None,
+                # on a shared machine, OpenMP threads spinning while a sibling is descheduled burn the cores
+                "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    previous = {key: os.environ.get(key) for key in settings}
+    _set_env(settings)
     try:
         with mp.get_context("spawn").Pool(1) as pool:
             return pool.apply(_measure, args)
     finally:
-        if previous is None:
-            os.environ.pop(_MMAP_ENV, None)
+        _set_env(previous)
+
+
+def _set_env(values: dict) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
         else:
-            os.environ[_MMAP_ENV] = previous
+            os.environ[key] = value
 
 
 def run(args) -> int:
