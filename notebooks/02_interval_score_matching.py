@@ -56,11 +56,11 @@ import torch.nn.functional as F
 from sie3d.bench.ism import expected_unet_calls
 from sie3d.conditioning import build_conditioning
 from sie3d.config import GuidanceConfig, load_config
-from sie3d.face.detect import FaceWarning, detect_faces, select_face
-from sie3d.face.identity import make_identity_encoder
+from sie3d.face.detect import FaceWarning
 from sie3d.guidance import IntervalScoreMatching, ddim_walk, fit_image, make_guidance
 from sie3d.prior import DiffusionPrior
 from sie3d.runtime import resolve_device, seed_everything
+from sie3d.subject import make_subject
 
 config = load_config(params_file, *extra_params, overrides=overrides)
 seed_everything(config.run.seed)
@@ -97,11 +97,11 @@ if prior.profile == "tiny":
 # conditioning of notebook 01 (identity from this photo, target expression from the preset).
 
 # %%
-photo = skimage.data.astronaut()
 with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FaceWarning)
-    face = select_face(detect_faces(photo, config.models.face_detector))
-identity = torch.from_numpy(make_identity_encoder(config.models.identity).embed(photo, face))
+    warnings.simplefilter("ignore", FaceWarning)  # dlib also fires weakly on the suit; the best face is kept
+    subject = make_subject([skimage.data.astronaut()], config.models, ["astronaut"])
+photo, face = subject.photo, subject.face
+identity = torch.from_numpy(subject.identity)
 conditioning = build_conditioning(prior, identity, config.conditioning)
 
 x0_, y0_, x1_, y1_ = face.box
