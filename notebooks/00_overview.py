@@ -40,7 +40,7 @@ import platform
 import torch
 
 from sie3d.config import load_config
-from sie3d.figures import pipeline_figure
+from sie3d.render.figures import pipeline_figure
 from sie3d.runtime import git_revision, package_versions, resolve_device
 from sie3d.weights import REGISTRY, is_available
 

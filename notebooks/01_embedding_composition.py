@@ -47,13 +47,13 @@ import numpy as np
 import skimage.data
 import torch
 
-from sie3d.conditioning import build_conditioning, cosine_similarity_matrix, intensity_blend, perp_neg_view_mix
+from sie3d.diffusion.conditioning import build_conditioning, cosine_similarity_matrix, intensity_blend, perp_neg_view_mix
 from sie3d.config import load_config
 from sie3d.face.detect import FaceWarning, detect_faces, select_face
 from sie3d.face.identity import make_identity_encoder
-from sie3d.prior import DiffusionPrior
+from sie3d.diffusion.prior import DiffusionPrior
 from sie3d.runtime import resolve_device, seed_everything
-from sie3d.text_encoders import tokenize
+from sie3d.diffusion.text_encoders import tokenize
 
 config = load_config(params_file, *extra_params, overrides=overrides)
 seed_everything(config.run.seed)
@@ -84,7 +84,7 @@ if prior.profile == "tiny":
 # identity encoder: offline that is dlib (128-d descriptor), with real weights ArcFace (512-d). The
 # vector has to fit the encoder's token width: Arc2Face zero-pads 512 → 768 (exactly as it was trained);
 # the tiny encoder is narrower than dlib's vector, so a fixed seeded projection with orthonormal rows
-# maps it down (`sie3d.text_encoders.fit_identity_to_hidden` says which one it used).
+# maps it down (`sie3d.diffusion.text_encoders.fit_identity_to_hidden` says which one it used).
 
 # %%
 photo = skimage.data.astronaut()

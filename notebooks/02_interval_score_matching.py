@@ -54,11 +54,11 @@ import torch
 import torch.nn.functional as F
 
 from sie3d.bench.ism import expected_unet_calls
-from sie3d.conditioning import build_conditioning
+from sie3d.diffusion.conditioning import build_conditioning
 from sie3d.config import GuidanceConfig, load_config
 from sie3d.face.detect import FaceWarning
-from sie3d.guidance import IntervalScoreMatching, ddim_walk, fit_image, make_guidance
-from sie3d.prior import DiffusionPrior
+from sie3d.diffusion.guidance import IntervalScoreMatching, ddim_walk, fit_image, make_guidance
+from sie3d.diffusion.prior import DiffusionPrior
 from sie3d.runtime import resolve_device, seed_everything
 from sie3d.subject import make_subject
 

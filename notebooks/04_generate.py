@@ -66,15 +66,15 @@ import skimage.data
 import torch
 from IPython.display import HTML, Markdown, display
 
-from sie3d.ablations import is_generated, manifest_params_hash
-from sie3d.conditioning import build_conditioning, cosine_similarity_matrix
+from sie3d.evaluation.ablations import is_generated, manifest_params_hash
+from sie3d.diffusion.conditioning import build_conditioning, cosine_similarity_matrix
 from sie3d.config import load_config
 from sie3d.face.detect import FaceWarning
 from sie3d.generate import configure, generate, load_summary
-from sie3d.prior import DiffusionPrior
+from sie3d.diffusion.prior import DiffusionPrior
 from sie3d.runtime import resolve_device
 from sie3d.subject import make_subject
-from sie3d.train import read_metrics
+from sie3d.train.trainer import read_metrics
 
 notebook_start = time.perf_counter()
 # every logged iteration, for the curves below (logging does not change the optimisation)
@@ -389,8 +389,8 @@ if accessory:
 if interactive:
     import ipywidgets as widgets
 
-    from sie3d.media import render_views
-    from sie3d.ply import load_ply
+    from sie3d.render.media import render_views
+    from sie3d.avatar.ply import load_ply
 
     avatars = {name: load_ply(run_dir / "avatar.ply") for name, (run_dir, _) in runs.items()}
 

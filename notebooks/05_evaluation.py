@@ -22,8 +22,8 @@
 #
 # Its ablation (Table 2) removes the semantic embedding and the perceptual expression loss. This page
 # runs that ablation, plus two more switches the code exposes (SDS instead of ISM, and the conditioning
-# of the released code), through the real pipeline: `sie3d.generate` builds each avatar, `sie3d.evaluate`
-# measures it, `sie3d.ablations.run_ablations` holds the grid together and reuses finished runs. The same
+# of the released code), through the real pipeline: `sie3d.generate` builds each avatar, `sie3d.evaluation.evaluate`
+# measures it, `sie3d.evaluation.ablations.run_ablations` holds the grid together and reuses finished runs. The same
 # grid from the command line:
 #
 # ```bash
@@ -55,13 +55,13 @@ import skimage.data
 import torch
 from IPython.display import Markdown, display
 
-from sie3d.ablations import ABLATIONS, run_ablations
+from sie3d.evaluation.ablations import ABLATIONS, run_ablations
 from sie3d.config import load_config
-from sie3d.evaluate import FRONTAL_RENDER, paper_rows, read_run
+from sie3d.evaluation.evaluate import FRONTAL_RENDER, paper_rows, read_run
 from sie3d.face.detect import FaceWarning
 from sie3d.images import load_photo
-from sie3d.media import save_image
-from sie3d.paper_tables import TABLE1, TABLE2, comparison_bar_plot, comparison_markdown, markdown_table
+from sie3d.render.media import save_image
+from sie3d.evaluation.paper_tables import TABLE1, TABLE2, comparison_bar_plot, comparison_markdown, markdown_table
 
 config = load_config(params_file, *extra_params, overrides=overrides)
 run_iterations = iterations if config.preset == "quick" else None

@@ -149,7 +149,7 @@ def write_pipeline_figure(path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .figures import pipeline_figure
+    from .render.figures import pipeline_figure
 
     fig = pipeline_figure()
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -26,10 +26,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class UserError(Exception):
-    """An error caused by the user's input; the CLI prints it as one line and exits 1."""
-
-
 def _load(name: str):
     try:
         return importlib.import_module(f"sie3d.commands.{name}")
@@ -71,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # user-facing errors from the library carry a fix in their message
+        from .commands._common import UserError
         from .config import ConfigError
         from .weights import ChecksumMismatch, ModelNotAvailable
 

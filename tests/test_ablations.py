@@ -8,12 +8,12 @@ import pytest
 import torch
 from skimage.data import astronaut
 
-from sie3d.ablations import ABLATIONS, ablation_label, is_finished, run_ablation_grid, run_ablations
+from sie3d.evaluation.ablations import ABLATIONS, ablation_label, is_finished, run_ablation_grid, run_ablations
 from sie3d.cli import main
 from sie3d.config import load_config
-from sie3d.evaluate import paper_rows
-from sie3d.media import save_image
-from sie3d.paper_tables import (
+from sie3d.evaluation.evaluate import paper_rows
+from sie3d.render.media import save_image
+from sie3d.evaluation.paper_tables import (
     TABLE1,
     TABLE2,
     OurRow,

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sie3d.cameras import (CameraSampler, frontal_camera, orbit_cameras, orbit_position, project_points, view_label,
+from sie3d.render.cameras import (CameraSampler, frontal_camera, orbit_cameras, orbit_position, project_points, view_label,
                            wrap_azimuth)
 from sie3d.config import CameraConfig
 

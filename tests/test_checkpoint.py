@@ -3,7 +3,7 @@ import random
 import numpy as np
 import torch
 
-from sie3d.checkpoint import (capture_rng, checkpoint_path, latest_checkpoint, list_checkpoints,
+from sie3d.train.checkpoint import (capture_rng, checkpoint_path, latest_checkpoint, list_checkpoints,
                               load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint)
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sie3d.features import (
+from sie3d.evaluation.features import (
     FRECHET_LABELS,
     KID_LABELS,
     DlibDescriptorFeatures,

@@ -8,10 +8,10 @@ import torch
 from diffusers import DDIMScheduler
 
 from sie3d.config import ConditioningConfig, GuidanceConfig
-from sie3d.conditioning import build_conditioning
-from sie3d.guidance import (IntervalScoreMatching, ScoreDistillation, ddim_step, ddim_walk, make_guidance,
+from sie3d.diffusion.conditioning import build_conditioning
+from sie3d.diffusion.guidance import (IntervalScoreMatching, ScoreDistillation, ddim_step, ddim_walk, make_guidance,
                             perp_neg, reparameterised_loss)
-from sie3d.prior import SD15_SCHEDULE, DiffusionPrior
+from sie3d.diffusion.prior import SD15_SCHEDULE, DiffusionPrior
 
 SCHEDULE = DDIMScheduler(**SD15_SCHEDULE)
 ABAR = SCHEDULE.alphas_cumprod.double()
@@ -290,7 +290,7 @@ def test_bench_ism_runs(capsys):
 
 @pytest.mark.needs_offline_models
 def test_fit_image_is_reproducible_and_ism_sds_share_the_draws(tiny, tiny_conditioning):
-    from sie3d.guidance import fit_image
+    from sie3d.diffusion.guidance import fit_image
 
     start = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     runs = {}

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sie3d.losses import loss_lap, loss_pos, mean_scale_loss, tv_loss, uniform_laplacian, uniform_neighbours
+from sie3d.train.losses import loss_lap, loss_pos, mean_scale_loss, tv_loss, uniform_laplacian, uniform_neighbours
 
 
 def test_loss_pos_by_hand():

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from sie3d.metrics import (
+from sie3d.evaluation.metrics import (
     expression_accuracy,
     feature_statistics,
     frechet_distance,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sie3d.ply import load_ply, read_ply, save_ply, splat_property_names
-from sie3d.splats import SH_C0, Splats, random_splats
+from sie3d.avatar.ply import load_ply, read_ply, save_ply, splat_property_names
+from sie3d.render.splats import SH_C0, Splats, random_splats
 
 
 def test_round_trip_is_identical(tmp_path):

@@ -9,9 +9,9 @@ import skimage.data
 import torch
 
 from sie3d.config import load_config
-from sie3d.prior import DiffusionPrior, PriorError, save_in_registry_layout
-from sie3d.text_encoders import PromptEmbeddingCache, encode_prompts, encode_with_identity, fit_identity_to_hidden
-from sie3d.tokenizer import TokenizerError
+from sie3d.diffusion.prior import DiffusionPrior, PriorError, save_in_registry_layout
+from sie3d.diffusion.text_encoders import PromptEmbeddingCache, encode_prompts, encode_with_identity, fit_identity_to_hidden
+from sie3d.diffusion.tokenizer import TokenizerError
 from sie3d.weights import REGISTRY, ModelNotAvailable, model_path
 
 pytestmark = pytest.mark.needs_offline_models

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from sie3d.cameras import orbit_cameras
-from sie3d.rasterize import (ALPHA_MAX, EPS2D, composite_dense, composite_tiled, covariance_3d, project_gaussians,
+from sie3d.render.cameras import orbit_cameras
+from sie3d.render.rasterize import (ALPHA_MAX, EPS2D, composite_dense, composite_tiled, covariance_3d, project_gaussians,
                              quat_to_rotmat)
-from sie3d.render import render, resolve_backend
-from sie3d.splats import Splats, random_splats
+from sie3d.render.renderer import render, resolve_backend
+from sie3d.render.splats import Splats, random_splats
 
 
 def pinhole(width, height, focal, dtype=torch.float32):

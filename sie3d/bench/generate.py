@@ -1,7 +1,7 @@
 """``sie3d bench generate``: where one optimisation iteration of ``sie3d generate`` spends its time.
 
 The trainer is built exactly as :func:`sie3d.generate.generate` builds it (the astronaut photo through
-:func:`sie3d.subject.make_subject`, then :class:`sie3d.train.AvatarTrainer` in a temporary run
+:func:`sie3d.subject.make_subject`, then :class:`sie3d.train.trainer.AvatarTrainer` in a temporary run
 directory), run for ``--warmup`` untimed iterations, then ``--iterations`` timed ones. The parts are
 read from the trainer's own step records and averaged per iteration (a part that did not run in an
 iteration, e.g. the emotion loss with ``train.emotion_every`` > 1, counts 0 there):
@@ -102,7 +102,7 @@ def iteration_breakdown(records: list[dict[str, float]]) -> dict[str, float]:
 
 def random_sd15_prior(device, half_precision: bool = True, unet: dict | None = None, vae: dict | None = None,
                       text: dict | None = None, seed: int = 0):
-    """A :class:`sie3d.prior.DiffusionPrior` with SD-1.5-shaped networks and random weights (timing only).
+    """A :class:`sie3d.diffusion.prior.DiffusionPrior` with SD-1.5-shaped networks and random weights (timing only).
 
     ``unet`` / ``vae`` / ``text`` override :data:`SD15_UNET` / :data:`SD15_VAE` / :data:`CLIP_L_TEXT`
     entries (tests build a narrow copy on the CPU). The UNet runs in fp16 on CUDA with
@@ -112,9 +112,9 @@ def random_sd15_prior(device, half_precision: bool = True, unet: dict | None = N
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from ..prior import ARCFACE_DIM, SD15_SCHEDULE, DiffusionPrior, _seeded
+    from ..diffusion.prior import ARCFACE_DIM, SD15_SCHEDULE, DiffusionPrior, _seeded
     from ..runtime import diffusion_dtype
-    from ..tokenizer import BOS_ID, EOS_ID, MAX_LENGTH, VOCAB_SIZE, load_clip_tokenizer
+    from ..diffusion.tokenizer import BOS_ID, EOS_ID, MAX_LENGTH, VOCAB_SIZE, load_clip_tokenizer
 
     text_cfg = CLIPTextConfig(vocab_size=VOCAB_SIZE, max_position_embeddings=MAX_LENGTH, bos_token_id=BOS_ID,
                               eos_token_id=EOS_ID, pad_token_id=EOS_ID, **{**CLIP_L_TEXT, **(text or {})})
@@ -134,7 +134,7 @@ def random_sd15_prior(device, half_precision: bool = True, unet: dict | None = N
 def _trainer_prior(prior):
     """Make the trainer use ``prior`` (None: the one its config names).
 
-    :class:`sie3d.train.AvatarTrainer` builds its prior from ``config.models.prior``, and no config
+    :class:`sie3d.train.trainer.AvatarTrainer` builds its prior from ``config.models.prior``, and no config
     value names a random full-size network, so the constructor is pointed at this one while it runs.
     """
     if prior is None:
@@ -142,7 +142,7 @@ def _trainer_prior(prior):
         return
     from unittest import mock
 
-    from ..prior import DiffusionPrior
+    from ..diffusion.prior import DiffusionPrior
 
     with mock.patch.object(DiffusionPrior, "from_config", lambda config, device: prior):
         yield
@@ -156,7 +156,7 @@ def time_iterations(config, device, iterations: int = 10, warmup: int = 2, photo
         config: resolved config; ``train.iterations`` is raised to ``warmup + iterations`` if smaller.
         device: torch device of the run.
         photo: path or uint8 array (default: ``skimage.data.astronaut()``).
-        prior: a :class:`sie3d.prior.DiffusionPrior` to use instead of the one the config names.
+        prior: a :class:`sie3d.diffusion.prior.DiffusionPrior` to use instead of the one the config names.
         identity_dim: replace the photo's identity vector with a seeded random unit vector of this size
             (the paper prior's 512-d ArcFace input when no ArcFace model is here; timing only).
     """
@@ -164,7 +164,7 @@ def time_iterations(config, device, iterations: int = 10, warmup: int = 2, photo
     import skimage.data
 
     from ..subject import make_subject
-    from ..train import AvatarTrainer
+    from ..train.trainer import AvatarTrainer
 
     if iterations < 1 or warmup < 0:
         raise ValueError(f"need --iterations >= 1 and --warmup >= 0, got {iterations} and {warmup}")
@@ -214,7 +214,7 @@ def _row(setting: str, device, records) -> dict[str, Any]:
 
 
 def _paper_config(args):
-    from ..ablations import PARAMS_DIR
+    from ..evaluation.ablations import PARAMS_DIR
     from ..config import load_config
     from ..weights import is_available
 

@@ -64,9 +64,9 @@ def run(args) -> int:
     import dataclasses
 
     from ..commands._common import config_from_args
-    from ..conditioning import build_conditioning
-    from ..guidance import make_guidance
-    from ..prior import DiffusionPrior
+    from ..diffusion.conditioning import build_conditioning
+    from ..diffusion.guidance import make_guidance
+    from ..diffusion.prior import DiffusionPrior
     from ..runtime import resolve_device
 
     config = config_from_args(args)

@@ -41,7 +41,7 @@ def bench_scene(n: int, resolution: int, seed: int = 0):
     """(splats, viewmats [1, 4, 4], Ks [1, 3, 3], loss weights [1, H, W, 4]) of the benchmark scene."""
     import torch
 
-    from ..splats import random_splats
+    from ..render.splats import random_splats
 
     splats = random_splats(n, torch.Generator().manual_seed(seed))
     focal = 2.5 * resolution
@@ -71,7 +71,7 @@ def _measure(method: str, n: int, resolution: int, threads: int, repeats: int, c
     """Runs in a child process: one scene, warm-up, timed passes; returns times, memory, outputs."""
     import torch
 
-    from ..rasterize import composite_dense, composite_tiled, project_gaussians
+    from ..render.rasterize import composite_dense, composite_tiled, project_gaussians
 
     torch.set_num_threads(threads)
     splats, viewmats, Ks, weights = bench_scene(n, resolution, seed)

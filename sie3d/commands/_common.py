@@ -1,10 +1,14 @@
-"""Arguments shared by subcommands that take a config."""
+"""What subcommands share: the user-error type and the config arguments."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..config import Config, load_config
+
+
+class UserError(Exception):
+    """An error caused by the user's input; the CLI prints it as one line and exits 1."""
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, default_params: str | None = None) -> None:

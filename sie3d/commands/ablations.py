@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..ablations import ABLATIONS
+from ..evaluation.ablations import ABLATIONS
 
 DEFAULT_PRESET = "params/quick.yaml"
 
@@ -31,9 +31,9 @@ def add_parser(sub, name, help_text):
 
 
 def run(args) -> int:
-    from ..ablations import run_ablations
-    from ..cli import UserError
-    from ..evaluate import TABLE_MD
+    from ..evaluation.ablations import run_ablations
+    from ._common import UserError
+    from ..evaluation.evaluate import TABLE_MD
     from ..face.emotion import emotion_index
 
     for expression in args.expressions:

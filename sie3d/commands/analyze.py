@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cli import UserError
+from ._common import UserError
 
 IDENTITY_CHOICES = ("auto", "arcface", "arcface-metric", "dlib")
 

@@ -34,8 +34,8 @@ def add_parser(sub, name, help_text):
 
 
 def run(args) -> int:
-    from ..cli import UserError
-    from ..evaluate import TABLE_MD, Evaluator, evaluate_runs
+    from ._common import UserError
+    from ..evaluation.evaluate import TABLE_MD, Evaluator, evaluate_runs
 
     evaluator = Evaluator(features=args.features, detector=args.detector, identity=args.identity,
                           device=args.device, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import UserError
+from ._common import UserError
 from ._common import add_config_arguments, config_from_args
 
 

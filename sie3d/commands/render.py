@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli import UserError
+from ._common import UserError
 
 #: file a run directory keeps its final splats in
 RUN_SPLATS = "avatar.ply"
@@ -45,8 +45,8 @@ def _background(text: str) -> tuple[float, float, float]:
 
 def run(args) -> int:
     from ..config import CameraConfig, config_from_dict, read_params_file
-    from ..media import render_turntable, save_image, save_turntable, view_grid
-    from ..ply import load_ply
+    from ..render.media import render_turntable, save_image, save_turntable, view_grid
+    from ..avatar.ply import load_ply
 
     source = Path(args.source)
     camera_cfg, frames = CameraConfig(), 36

@@ -1,1 +1,7 @@
-"""Face analysis: detection + alignment, identity embeddings, emotion classifiers, 68-point landmarks."""
+"""Face analysis of photos and renders: detection, alignment, 68 landmarks, identity embeddings and
+the emotion classifiers (fer, DeepFace) with the perceptual expression loss built on them.
+
+Owns everything that looks at a face image. May import only the base modules (``sie3d.config``,
+``sie3d.runtime``, ``sie3d.weights``, ``sie3d.images``); it knows nothing of diffusion, avatars or
+rendering.
+"""

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import GaussiansConfig, OptimConfig
-from .splats import Splats  # also importable from here: sie3d.gaussians.Splats
+from ..config import GaussiansConfig, OptimConfig
+from ..render.splats import Splats  # also importable from here: sie3d.avatar.gaussians.Splats
 from .template import HeadTemplate, apply_midpoints, subdivide_template
 
 #: parameter names, in the order of the optimiser's param groups

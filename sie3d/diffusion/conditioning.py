@@ -320,7 +320,7 @@ def build_conditioning(prior, id_embedding: torch.Tensor, cond_cfg) -> Condition
     """Encode the identity and every prompt the config names; returns a :class:`Conditioning`.
 
     Args:
-        prior: a :class:`sie3d.prior.DiffusionPrior` (its tokenizer, E_SD and ID encoder are used).
+        prior: a :class:`sie3d.diffusion.prior.DiffusionPrior` (its tokenizer, E_SD and ID encoder are used).
         id_embedding: ``[d]`` identity vector (512-d ArcFace for Arc2Face; any size for the tiny prior).
         cond_cfg: ``config.conditioning``.
     """

@@ -1,6 +1,6 @@
 """World-space Gaussian splats: the one data type the renderer, the exporter and the media helpers see.
 
-Only :mod:`sie3d.gaussians` turns mesh-bound (local) parameters into :class:`Splats`; everything
+Only :mod:`sie3d.avatar.gaussians` turns mesh-bound (local) parameters into :class:`Splats`; everything
 downstream works in world space.
 """
 

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import check_rgb_uint8
-from .weights import is_available, model_path
+from ..images import check_rgb_uint8
+from ..weights import is_available, model_path
 
 INCEPTION_MODEL = "inception-fid"  # registry name of inception-2015-12-05.pt
 INCEPTION_SIZE = 299
@@ -126,7 +126,7 @@ class DlibDescriptorFeatures:
     space = "dlib"
 
     def __init__(self, detector: str = "dlib"):
-        from .face.identity import make_identity_encoder
+        from ..face.identity import make_identity_encoder
 
         self.detector = detector
         self.encoder = make_identity_encoder("dlib")
@@ -139,7 +139,7 @@ class DlibDescriptorFeatures:
             faces: optional precomputed best face per image (``sie3d.face.detect.Face`` or None for
                 "no face"), e.g. from a detection cache; default: detect here.
         """
-        from .face.detect import detect_faces
+        from ..face.detect import detect_faces
 
         if faces is not None and len(faces) != len(images):
             raise ValueError(f"got {len(faces)} faces for {len(images)} images")

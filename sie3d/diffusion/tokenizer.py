@@ -107,7 +107,7 @@ def load_clip_tokenizer(directory: str | Path | None = None) -> CLIPTokenizer:
     """The CLIP tokenizer: from ``directory`` (SD-1.5 layout) when given, else from ``clip-bpe-vocab``."""
     if directory is not None:
         return tokenizer_from_dir(directory)
-    from .weights import model_path
+    from ..weights import model_path
 
     return tokenizer_from_bpe(str(model_path("clip-bpe-vocab")))
 

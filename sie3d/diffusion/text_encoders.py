@@ -132,7 +132,7 @@ class PromptEmbeddingCache:
 
     def __init__(self, directory: str | Path | None = None):
         if directory is None:
-            from .weights import sie3d_home
+            from ..weights import sie3d_home
 
             directory = sie3d_home() / "cache" / "prompt-embeddings"
         self.directory = Path(directory)

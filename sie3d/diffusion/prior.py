@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from .runtime import diffusion_dtype
+from ..runtime import diffusion_dtype
 from .text_encoders import (IdentityToken, PromptEmbeddingCache, encode_prompts, encode_with_identity,
                             fit_identity_to_hidden, parameters_fingerprint, weights_fingerprint)
 from .tokenizer import BOS_ID, EOS_ID, MAX_LENGTH, VOCAB_SIZE, load_clip_tokenizer, write_tokenizer_files
@@ -168,7 +168,7 @@ class DiffusionPrior:
     def from_registry(cls, device: torch.device | str = "cpu", half_precision: bool = False,
                       cache: PromptEmbeddingCache | None = None) -> "DiffusionPrior":
         """Arc2Face + SD-1.5 parts from the weights registry cache (raises ModelNotAvailable with the fix)."""
-        from .weights import REGISTRY, model_path
+        from ..weights import REGISTRY, model_path
 
         device = torch.device(device)
         dirs = {
@@ -334,7 +334,7 @@ def save_in_registry_layout(prior: DiffusionPrior, home: str | Path | None = Non
     (``pytorch_model.bin``), ``sd15-vae/vae``, ``sd15-text-encoder/text_encoder``,
     ``sd15-tokenizer/{tokenizer,scheduler}``. Returns ``home``.
     """
-    from .weights import model_path, sie3d_home
+    from ..weights import model_path, sie3d_home
 
     home = Path(home) if home is not None else sie3d_home()
     models = home / "models"

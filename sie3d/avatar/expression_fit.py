@@ -4,7 +4,7 @@ This gives the photo's *own* expression as template coefficients ``c_photo`` (th
 ``smile`` > 0), and the similarity that brings the photo into the frontal camera. Painting and the
 reference-view loss then use the template deformed by ``c_photo``, so the painted mouth corners sit
 on the mesh's mouth corners, and the target expression is reached by moving the coefficients away
-from ``c_photo`` (see :mod:`sie3d.train`).
+from ``c_photo`` (see :mod:`sie3d.train.trainer`).
 
 Correspondences (iBUG 68 -> template landmark names) are pairs for left/right features, assigned by
 image side, and single points on the midline.
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .cameras import Cameras, project_points
-from .face.align import similarity_transform
+from ..render.cameras import Cameras, project_points
+from ..face.align import similarity_transform
 
 #: (iBUG indices averaged, image-left / image-right) -> template landmark pair (subject's left/right)
 PAIRED = [

@@ -1,6 +1,6 @@
 """``render(splats, cameras, background)``: gsplat on CUDA, the pure-PyTorch tiled rasterizer on CPU.
 
-Both backends follow gsplat's conventions (see :mod:`sie3d.rasterize`), return the same
+Both backends follow gsplat's conventions (see :mod:`sie3d.render.rasterize`), return the same
 :class:`RenderOutput`, and give the densification strategy the projected means (``means2d``, whose
 gradient it reads) and the pixel radii of every Gaussian in every camera.
 """

@@ -1,4 +1,4 @@
-"""Densify / prune / opacity-reset strategy for :class:`~sie3d.gaussians.MeshGaussians` (3DGS rules).
+"""Densify / prune / opacity-reset strategy for :class:`~sie3d.avatar.gaussians.MeshGaussians` (3DGS rules).
 
 Used like gsplat's strategies::
 
@@ -29,10 +29,10 @@ import math
 
 import torch
 
-from .config import GaussiansConfig
+from ..config import GaussiansConfig
 from .gaussians import MeshGaussians
-from .rasterize import quat_to_rotmat
-from .render import RenderOutput
+from ..render.rasterize import quat_to_rotmat
+from ..render.renderer import RenderOutput
 
 SPLIT_SHRINK = 1.6  #: a split Gaussian's children have its scales divided by this
 

@@ -168,7 +168,7 @@ class GuidanceBase:
     def guided_noise(self, x_t: torch.Tensor, t: int, conditioning: Conditioning,
                      azimuth_deg: torch.Tensor) -> torch.Tensor:
         """ε̂ ``[B, 4, h, w]`` = ε(x_t, t, uncond) + ω·PerpNeg(ε(x_t, t, c_k) − ε(x_t, t, uncond)), one UNet call
-        over the B views × (1 + K) conditionings laid out by :func:`sie3d.conditioning.cfg_batch`."""
+        over the B views × (1 + K) conditionings laid out by :func:`sie3d.diffusion.conditioning.cfg_batch`."""
         b = x_t.shape[0]
         cams = conditioning.for_cameras(azimuth_deg)
         k = cams.embeddings.shape[1]
@@ -183,7 +183,7 @@ class GuidanceBase:
 
     def _check_inputs(self, images: torch.Tensor, conditioning, azimuth_deg) -> torch.Tensor:
         if not isinstance(conditioning, Conditioning):
-            raise TypeError(f"conditioning must be a sie3d.conditioning.Conditioning (from build_conditioning), "
+            raise TypeError(f"conditioning must be a sie3d.diffusion.conditioning.Conditioning (from build_conditioning), "
                             f"got {type(conditioning).__name__}")
         if self.cond_cfg is not None and conditioning.cfg != self.cond_cfg:
             raise ValueError("the conditioning was built with another conditioning config than this guidance's; "

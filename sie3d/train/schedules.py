@@ -1,4 +1,4 @@
-"""Loss-weight schedules (pure functions of the iteration); learning rates decay in ``sie3d.gaussians``."""
+"""Loss-weight schedules (pure functions of the iteration); learning rates decay in ``sie3d.avatar.gaussians``."""
 
 from __future__ import annotations
 

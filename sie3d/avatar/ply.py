@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .splats import SH_C0, Splats
+from ..render.splats import SH_C0, Splats
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import CameraConfig
+from ..config import CameraConfig
 
 #: |azimuth| up to this many degrees is "front", beyond 180 minus it is "back", else "side"
 FRONT_HALF_ANGLE = 45.0

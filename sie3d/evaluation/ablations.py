@@ -11,7 +11,7 @@ in its manifest); otherwise the grid stops with an error instead of mixing stale
 
 :func:`run_ablation_grid` takes the generation and evaluation as functions, so the grid logic does
 not depend on the trainer; :func:`run_ablations` wires it to :func:`sie3d.generate.generate` and
-:func:`sie3d.evaluate.evaluate_runs` and writes the combined tables to ``<out_root>/evaluation``.
+:func:`sie3d.evaluation.evaluate.evaluate_runs` and writes the combined tables to ``<out_root>/evaluation``.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config, load_config
+from ..config import Config, load_config
 
-PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
+PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
 ABLATIONS_DIR = PARAMS_DIR / "ablations"
 MANIFEST_FILE = "manifest.json"  # written by sie3d.runtime.RunDir
-METRICS_FILE = "metrics.json"  # written by sie3d.evaluate
+METRICS_FILE = "metrics.json"  # written by sie3d.evaluation.evaluate
 EVALUATION_DIR = "evaluation"  # under the grid root: runs.csv, groups.csv, metrics.md, evaluation.json
 
 #: (name, params delta or None for the full method, label); labels equal the paper's Table 2 rows
@@ -171,7 +171,7 @@ class AblationStudy:
     """What :func:`run_ablations` produced: the grid cells and their combined evaluation."""
 
     runs: list[GridRun]
-    evaluation: dict[str, Any]  # sie3d.evaluate.evaluate_runs' result (also in evaluation_dir)
+    evaluation: dict[str, Any]  # sie3d.evaluation.evaluate.evaluate_runs' result (also in evaluation_dir)
     evaluation_dir: Path
 
     def run_dir(self, ablation: str, identity: str, expression: str) -> Path:
@@ -186,7 +186,7 @@ def run_ablations(photos: Sequence[str | Path], expressions: Sequence[str],
                   ablations: Sequence[tuple[str, Path | None, str]] = ABLATIONS, overrides: Sequence[str] = (),
                   log: Callable[[str], None] = print) -> AblationStudy:
     """Generate every (ablation, photo, expression) with :func:`sie3d.generate.generate`, evaluate them
-    with :func:`sie3d.evaluate.evaluate_runs`, reusing finished runs.
+    with :func:`sie3d.evaluation.evaluate.evaluate_runs`, reusing finished runs.
 
     Args:
         photos: one photo file per identity (file stems name the runs; one person per photo).
@@ -207,9 +207,9 @@ def run_ablations(photos: Sequence[str | Path], expressions: Sequence[str],
         FileNotFoundError: a photo is missing (checked before any run).
         ValueError: a finished run was made with other params (see :func:`run_ablation_grid`).
     """
-    # imported here: sie3d.evaluate imports this module (for the ablation labels)
+    # imported here: sie3d.evaluation.evaluate imports this module (for the ablation labels)
     from .evaluate import Evaluator, evaluate_run_dir, evaluate_runs
-    from .generate import generate
+    from ..generate import generate
 
     missing = [str(photo) for photo in photos if not Path(photo).is_file()]
     if missing:  # before any run: a grid can take hours

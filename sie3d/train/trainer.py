@@ -32,22 +32,22 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .cameras import CameraSampler, frontal_camera
+from ..render.cameras import CameraSampler, frontal_camera
 from .checkpoint import (capture_rng, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
                          restore_rng, save_checkpoint)
-from .config import Config
-from .face.emotion import emotion_index, emotion_loss, load_emotion_classifier
-from .gaussians import MeshGaussians
+from ..config import Config
+from ..face.emotion import emotion_index, emotion_loss, load_emotion_classifier
+from ..avatar.gaussians import MeshGaussians
 from .losses import loss_lap, loss_pos, mean_scale_loss, tv_loss, uniform_neighbours
-from .reference_view import (FIT_RESOLUTION, ReferenceView, align_reference_view, fit_reference, paint_from_reference,
+from ..avatar.reference_view import (FIT_RESOLUTION, ReferenceView, align_reference_view, fit_reference, paint_from_reference,
                              reference_view_loss, scaled_matrix)
-from .render import render
-from .runtime import seed_everything
+from ..render.renderer import render
+from ..runtime import seed_everything
 from .schedules import piecewise_linear
-from .splats import Splats
-from .strategy import DensifyStrategy
-from .subject import Subject
-from .template import load_template
+from ..render.splats import Splats
+from ..avatar.strategy import DensifyStrategy
+from ..subject import Subject
+from ..avatar.template import load_template
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -99,9 +99,9 @@ class AvatarTrainer:
 
         self.guidance = self.conditioning = None
         if loss_cfg.lambda_ism > 0:
-            from .conditioning import build_conditioning
-            from .guidance import make_guidance
-            from .prior import DiffusionPrior
+            from ..diffusion.conditioning import build_conditioning
+            from ..diffusion.guidance import make_guidance
+            from ..diffusion.prior import DiffusionPrior
 
             prior = DiffusionPrior.from_config(config, device)
             identity = torch.as_tensor(subject.identity, dtype=torch.float32, device=device)
@@ -405,7 +405,7 @@ def classifier_box(template, frontal, subject: Subject, fit, margin: float) -> t
     so training and evaluation crop faces the same way. Without a photo alignment: the template's
     projected face region.
     """
-    from .face.emotion import emotion_box
+    from ..face.emotion import emotion_box
 
     if fit is None:
         return template.frontal_face_box(frontal)

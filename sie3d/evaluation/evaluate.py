@@ -43,13 +43,13 @@ import numpy as np
 import torch
 
 from .ablations import ABLATIONS
-from .config import Config, ConfigError, config_from_dict, read_params_file
+from ..config import Config, ConfigError, config_from_dict, read_params_file
 from .features import FRECHET_LABELS, KID_LABELS, make_feature_extractor, resolve_feature_space
-from .images import PhotoWarning, load_photo
+from ..images import PhotoWarning, load_photo
 from .metrics import expression_accuracy, frechet_distance_from_features, identity_similarity, kid
 from .paper_tables import OurRow, Provenance, markdown_table
-from .runtime import resolve_device, write_json_atomic
-from .weights import ModelNotAvailable, is_available
+from ..runtime import resolve_device, write_json_atomic
+from ..weights import ModelNotAvailable, is_available
 
 # --------------------------------------------------------------------------- run directory layout
 
@@ -202,7 +202,7 @@ class Evaluator:
 
     def __init__(self, features: str = "auto", detector: str = "auto", identity: str = "auto",
                  device: str | torch.device = "cpu", kid_subsets: int = 100, kid_subset_size: int = 1000):
-        from .face.detect import BACKENDS
+        from ..face.detect import BACKENDS
 
         self.space = resolve_feature_space(features)
         self.detector = ("scrfd" if is_available("antelopev2") else "dlib") if detector == "auto" else detector
@@ -242,7 +242,7 @@ class Evaluator:
     def identity_encoder(self):
         """The identity encoder; ``auto`` skips encoders whose weights or runtime are missing."""
         if self._encoder is None:
-            from .face.identity import make_identity_encoder
+            from ..face.identity import make_identity_encoder
 
             names = IDENTITY_AUTO_ORDER if self.identity_request == "auto" else (self.identity_request,)
             for name in names:
@@ -261,7 +261,7 @@ class Evaluator:
     def emotion_classifier(self, name: str):
         """A loaded classifier, or the reason it is unavailable (a string)."""
         if name not in self._classifiers:
-            from .face.emotion import load_emotion_classifier
+            from ..face.emotion import load_emotion_classifier
 
             try:
                 self._classifiers[name] = load_emotion_classifier(name, device=self.device)
@@ -274,7 +274,7 @@ class Evaluator:
     def face(self, path: Path, image: np.ndarray):
         """Best face in an image (None when none is found), cached by path."""
         if path not in self._faces:
-            from .face.detect import detect_faces
+            from ..face.detect import detect_faces
 
             upsample = 2 if self.detector == "dlib" and max(image.shape[:2]) < SMALL_IMAGE_SIDE else None
             faces = detect_faces(image, backend=self.detector, upsample=upsample)
@@ -342,7 +342,7 @@ class Evaluator:
         """NPS and target accuracy per classifier role, over the renders in which a face is found
         (cropped with :func:`~sie3d.face.emotion.emotion_box`). Faceless renders (back views) are
         left out; when no render has a face, the whole frontal render is classified and flagged."""
-        from .face.emotion import EMOTIONS, emotion_box, image_to_tensor, neutrality_score
+        from ..face.emotion import EMOTIONS, emotion_box, image_to_tensor, neutrality_score
 
         target = run.config.conditioning.expression.strip().lower()
         faces = {p: self.face(p, images[p]) for p in run.renders}
@@ -576,7 +576,7 @@ def evaluate_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, reference
 
 
 def paper_rows(evaluation: dict[str, Any]) -> tuple[list[OurRow], Provenance]:
-    """Our group results as rows for :mod:`sie3d.paper_tables` (groups named by ablation get the
+    """Our group results as rows for :mod:`sie3d.evaluation.paper_tables` (groups named by ablation get the
     paper's labels) and the provenance line that must accompany them."""
     labels = {name: label for name, _, label in ABLATIONS}
     rows = [OurRow(method=labels.get(g["group"], g["group"]), fid=g["frechet"], id=g["id_mean"],

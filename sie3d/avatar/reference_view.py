@@ -1,6 +1,6 @@
 """Reference-view loss: the frontal render against the input photo, aligned to the frontal camera.
 
-:func:`sie3d.expression_fit.fit_photo_expression` gives the photo's own expression as template
+:func:`sie3d.avatar.expression_fit.fit_photo_expression` gives the photo's own expression as template
 coefficients ``c_photo`` and the similarity that brings the photo's 68 landmarks onto the template's
 (deformed by ``c_photo``) in the frontal camera. A similarity keeps the photo's appearance intact;
 the blendshapes carry its expression, so the painted mouth corners sit on the mesh's mouth corners.
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cameras import Cameras, frontal_camera, project_points
+from ..render.cameras import Cameras, frontal_camera, project_points
 from .expression_fit import ExpressionFit, fit_photo_expression
-from .face.detect import Face
-from .face.landmarks import landmarks_68
+from ..face.detect import Face
+from ..face.landmarks import landmarks_68
 
 #: resolution of the camera in which the photo's expression is fitted (matrices scale linearly)
 FIT_RESOLUTION = 512

@@ -11,8 +11,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from .cameras import orbit_cameras, view_label
-from .config import CameraConfig
-from .render import render
+from ..config import CameraConfig
+from .renderer import render
 from .splats import Splats
 
 #: the views of :func:`view_grid` by default: (azimuth in degrees, label)
