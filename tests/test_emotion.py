@@ -143,7 +143,7 @@ def test_loading_the_wrong_file_names_the_problem(tmp_path):
     text.write_text("hello")
     with pytest.raises(ValueError, match="not an HDF5 file"):
         load_emotion_classifier("deepface", weights_file=text)
-    with pytest.raises(ValueError, match="choose one of fer, deepface"):
+    with pytest.raises(ValueError, match="choose one of fer, faceapi, deepface"):
         load_emotion_classifier("vgg")
 
 

