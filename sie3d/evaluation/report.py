@@ -1,0 +1,296 @@
+"""What the book's result pages show: tables of runs, galleries, curve grids, landmark checks.
+
+Everything here reads run directories (``summary.json``, ``metrics.jsonl``, PNG renders written by
+:mod:`sie3d.generate`) or the ``evaluation`` dict of :func:`sie3d.evaluation.evaluate.evaluate_runs`,
+and returns Markdown strings or matplotlib figures; nothing is measured or optimised here. A run is
+passed as ``(run_dir, summary)`` under its name, in the order the page shows them.
+
+Images are ``[H, W, 3]`` ``uint8``; landmark measures are in inter-ocular units; probabilities in [0, 1].
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ..images import load_photo
+from .paper_tables import markdown_table
+
+Run = tuple[Path, dict[str, Any]]  # (run directory, its summary.json)
+
+#: landmark measures of ``summary[...]["landmarks"]`` shown in the run table, in this order
+LANDMARKS = ("mouth_open", "mouth_width", "mouth_corner_lift", "brow_raise")
+#: how a person would describe each target expression in landmark moves: (measure, sign of the change)
+EXPECTED_MOVES = {"neutral": (("mouth_corner_lift", -1), ("mouth_open", -1)),
+                  "surprise": (("mouth_open", +1), ("brow_raise", +1))}
+MIN_CHANGE = 0.02  # inter-ocular units, about 1 px in 256² renders: smaller moves are landmark noise
+SAME_PERSON = 0.6  # dlib's threshold on the 128-d descriptor distance
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """``n/a`` for a missing or NaN value, else fixed-point with ``digits`` decimals."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _image(path: Path) -> np.ndarray:
+    """A saved render as ``[H, W, 3]`` ``uint8`` (renders may be small: no minimum size)."""
+    return load_photo(path, min_side=1)
+
+
+def face_crop(photo: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """A square of twice the face box ``(x0, y0, x1, y1)`` (pixels) around its centre, clipped to the photo."""
+    x0, y0, x1, y1 = box
+    half = int(x1 - x0)
+    cx, cy = int((x0 + x1) / 2), int((y0 + y1) / 2)
+    height, width = photo.shape[:2]
+    return photo[max(cy - half, 0):min(cy + half, height), max(cx - half, 0):min(cx + half, width)]
+
+
+# ----------------------------------------------------------------------------------- page 04: runs
+
+def _top2(probs: Mapping[str, float] | None) -> str:
+    if not probs:
+        return "—"
+    return ", ".join(f"{e} {probs[e]:.2f}" for e in sorted(probs, key=probs.get, reverse=True)[:2])
+
+
+def _report_cells(report: Mapping[str, Any]) -> list[str]:
+    if report.get("face_found") is False:
+        return ["no face found"] + [""] * (2 + len(LANDMARKS))
+    cells = [fmt(report.get("dlib_distance")) if report.get("dlib_distance") is not None else "—",
+             _top2(report.get("emotion_fer")), _top2(report.get("emotion_deepface"))]
+    return cells + [f"{report['landmarks'][k]:+.3f}" for k in LANDMARKS]
+
+
+def run_table(runs: Mapping[str, Run]) -> str:
+    """Markdown: the photo, then per run its render at the photo's expression and its final render.
+
+    Columns: dlib descriptor distance to the photo, top-2 probabilities of fer and DeepFace, and the
+    landmark measures of :data:`LANDMARKS`.
+    """
+    headers = ["image", "dlib distance", "fer (top 2)", "deepface (top 2)", *LANDMARKS]
+    first = next(iter(runs.values()))[1]
+    rows = [["photo", *_report_cells(first["photo"])]]
+    for name, (_, summary) in runs.items():
+        rows.append([f"**{name}** at the photo's expression", *_report_cells(summary["frontal_photo_expression"])])
+        rows.append([f"**{name}** final", *_report_cells(summary["frontal"])])
+    return markdown_table(headers, rows)
+
+
+@dataclass(frozen=True)
+class LandmarkCheck:
+    """One expected move of one run: ``before`` (render at the photo's expression) → ``after`` (final)."""
+
+    run: str
+    measure: str
+    before: float
+    after: float
+    sign: int  # +1: the target should raise the measure, -1: lower it
+
+    @property
+    def verdict(self) -> str:
+        moved = self.sign * (self.after - self.before)
+        if moved > MIN_CHANGE:
+            return "as expected"
+        return "no clear change" if moved >= -MIN_CHANGE else "the opposite way"
+
+
+def landmark_checks(runs: Mapping[str, Run]) -> list[LandmarkCheck]:
+    """The expected landmark moves (:data:`EXPECTED_MOVES`) of every run whose renders both hold a face."""
+    checks = []
+    for name, (_, summary) in runs.items():
+        before, after = summary["frontal_photo_expression"], summary["frontal"]
+        if not (before.get("face_found") and after.get("face_found")):
+            continue
+        for measure, sign in EXPECTED_MOVES.get(summary["expression"], ()):
+            checks.append(LandmarkCheck(name, measure, before["landmarks"][measure], after["landmarks"][measure], sign))
+    return checks
+
+
+def check_table(runs: Mapping[str, Run]) -> str:
+    """Markdown: per run, dlib distance and p(target) of fer before → after, each landmark check, and the
+    blendshape coefficients that moved by more than 0.02."""
+    checks = landmark_checks(runs)
+    rows = []
+    for name, (_, summary) in runs.items():
+        before, after, target = summary["frontal_photo_expression"], summary["frontal"], summary["expression"]
+        distance = after.get("dlib_distance")
+        person = "—" if distance is None else f"{distance:.3f} ({'same' if distance < SAME_PERSON else 'NOT same'})"
+        p = [r.get("emotion_fer", {}).get(target) for r in (before, after)]
+        moves = "; ".join(f"{c.measure} {c.before:+.3f} → {c.after:+.3f} ({c.verdict})"
+                          for c in checks if c.run == name) or "no landmark expectation"
+        start, final = summary["photo_expression_coefficients"], summary["expression_coefficients"]
+        moved = ", ".join(f"{k} {start[k]:.2f}→{v:.2f}" for k, v in final.items() if abs(v - start[k]) > 0.02)
+        rows.append([f"**{name}**", person, f"{fmt(p[0])} → {fmt(p[1])}", moves, moved or "none"])
+    return markdown_table(["run", "dlib distance (< 0.6: same person)", "fer p(target)", "landmark moves",
+                           "coefficients photo → final"], rows)
+
+
+def run_gallery(photo_crop: np.ndarray, runs: Mapping[str, Run], panel: float = 2.1) -> plt.Figure:
+    """One row: the photo crop, the first run's avatar at the photo's expression, each run's final render."""
+    first_dir = next(iter(runs.values()))[0]
+    panels = [(photo_crop, "photo (face crop)"),
+              (_image(first_dir / "frontal_photo_expression.png"), "avatar at the photo's expression")]
+    for name, (run_dir, summary) in runs.items():
+        title = summary["expression"] + (f"\n+ '{summary['accessory']}'" if summary.get("accessory") else "")
+        panels.append((_image(run_dir / "frontal.png"), f"final: {title}"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(panel * len(panels), panel + 0.3), squeeze=False)
+    for ax, (image, title) in zip(axes[0], panels):
+        ax.imshow(image)
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def curve_grid(metrics: Mapping[str, Sequence[Mapping[str, float]]], targets: Mapping[str, str]) -> plt.Figure:
+    """Three panels per run (one row per run): unweighted loss terms and the weighted total (log scale),
+    the loss classifier's p(target), the blendshape coefficients; x is the iteration."""
+    fig, axes = plt.subplots(len(metrics), 3, figsize=(12, 2.5 * len(metrics)), squeeze=False, sharex=True)
+    for row, (name, records) in zip(axes, metrics.items()):
+        steps = np.array([r["iteration"] for r in records])
+        for key in sorted({k for r in records for k in r if k.startswith("loss_")}):
+            values = np.array([r.get(key, np.nan) for r in records], dtype=float)
+            total = key == "loss_total"
+            row[0].plot(steps, np.where(values > 0, values, np.nan), "k--" if total else "-",
+                        lw=1 if total else 1.3, label="total (weighted)" if total else key[5:])
+        row[0].set_yscale("log")
+        row[1].plot(steps, [r.get("p_target", np.nan) for r in records], color="tab:red")
+        row[1].set_ylim(0, 1)
+        for key in (k for k in records[0] if k.startswith("expr_")):
+            row[2].plot(steps, [r[key] for r in records], label=key[5:])
+        row[2].set_ylim(-0.05, 1.05)
+        for ax, title in zip(row, ("loss terms", f"p({targets[name]})", "blendshape coefficients")):
+            ax.set_title(f"{name}: {title}", fontsize=9)
+        for ax in (row[0], row[2]):
+            ax.legend(fontsize=6, ncol=2)
+    for ax in axes[-1]:
+        ax.set_xlabel("iteration")
+    fig.tight_layout()
+    return fig
+
+
+def views_figure(runs: Mapping[str, Run]) -> plt.Figure:
+    """Each run's ``views.png`` (front, three-quarter, side, back), one row per run, titled with its size."""
+    images = {name: _image(run_dir / "views.png") for name, (run_dir, _) in runs.items()}
+    ratio = max(i.shape[0] / i.shape[1] for i in images.values())
+    fig, axes = plt.subplots(len(runs), 1, figsize=(10, (10 * ratio + 0.3) * len(runs)), squeeze=False)
+    for ax, (name, (_, summary)) in zip(axes[:, 0], runs.items()):
+        ax.imshow(images[name])
+        ax.set_title(f"{name}: {summary['n_gaussians']} Gaussians, {summary['iterations']} iterations, "
+                     f"{fmt(summary.get('seconds_per_iteration'), 2)} s/iteration", fontsize=9)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def turntables_html(runs: Mapping[str, Run], width: int = 160) -> str:
+    """The runs' ``turntable.gif`` side by side as one HTML snippet (GIFs embedded as base64)."""
+    cells = []
+    for name, (run_dir, _) in runs.items():
+        gif = base64.b64encode((run_dir / "turntable.gif").read_bytes()).decode()
+        cells.append(f'<figure style="display:inline-block;margin:0 8px;text-align:center">'
+                     f'<img src="data:image/gif;base64,{gif}" alt="turntable of {name}" width="{width}">'
+                     f'<figcaption>{name}</figcaption></figure>')
+    return "<div>" + "".join(cells) + "</div>"
+
+
+def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], gain: float = 10.0) -> plt.Figure:
+    """``a``, ``b`` and their difference ``128 + gain·(b - a)`` (grey = no change), three panels."""
+    diff = np.clip(128 + gain * (b.astype(float) - a.astype(float)), 0, 255).astype(np.uint8)
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7))
+    for ax, image, title in zip(axes, (a, b, diff), (*titles, f"difference × {gain:g}")):
+        ax.imshow(image)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- page 05: ablations
+
+def metrics_table(evaluation: Mapping[str, Any], labels: Mapping[str, str], loss_classifier: str,
+                  held_out_classifier: str) -> str:
+    """Markdown: one row per group (ablation) of ``evaluation``: renders with a face, ID, NPS and accuracy
+    with the loss and held-out classifiers, and the distribution distance."""
+    models = evaluation["models"]
+    headers = ["ablation", "renders with a face", f"ID ↑ ({models['identity']})",
+               f"NPS ↓ ({loss_classifier}, loss)", f"acc ↑ ({loss_classifier}, loss)",
+               f"NPS ↓ ({held_out_classifier}, held out)", f"acc ↑ ({held_out_classifier}, held out)",
+               f"{models['frechet_label']} ↓"]
+    rows = []
+    for group in evaluation["groups"]:
+        faces = sum(r["identity"]["n_renders_with_face"] for r in evaluation["runs"] if r["group"] == group["group"])
+        rows.append([labels.get(group["group"], group["group"]), f"{faces}/{group['renders']}",
+                     fmt(group["id_mean"]), fmt(group["loss_nps"]), fmt(group["loss_accuracy"], 2),
+                     fmt(group["held_out_nps"]), fmt(group["held_out_accuracy"], 2), fmt(group["frechet"])])
+    return markdown_table(headers, rows)
+
+
+def metrics_notes(evaluation: Mapping[str, Any]) -> str:
+    """Markdown bullets: why a classifier or distance is missing, and which identity encoder measured ID."""
+    models = evaluation["models"]
+    notes = sorted({f"{role} classifier `{r['emotion'][role]['classifier']}`: {r['emotion'][role]['note']}"
+                    for r in evaluation["runs"] for role in ("loss", "held_out") if r["emotion"][role]["note"]})
+    notes += sorted({f"{models['frechet_label']}: {g['distance_note']}" for g in evaluation["groups"]
+                     if g["distance_note"]})
+    notes.append(f"identity encoder: {models['identity']} (detector {models['detector']})"
+                 + (f"; {'; '.join(models['identity_notes'])}" if models["identity_notes"] else ""))
+    return "\n".join(f"* {n}" for n in notes)
+
+
+def ablation_gallery(photo: np.ndarray, run_renders: Mapping[str, Sequence[Path]], titles: Mapping[str, str],
+                     panel: float = 1.5) -> plt.Figure:
+    """One row per ablation: the input photo, then the run's renders (frontal first), the first titled
+    with ``titles[ablation]`` (e.g. its label and scores) and the others with their file stem."""
+    n_cols = 1 + max(len(r) for r in run_renders.values())
+    fig, axes = plt.subplots(len(run_renders), n_cols, figsize=(panel * n_cols, (panel + 0.35) * len(run_renders)),
+                             squeeze=False)
+    for row, (ablation, renders) in zip(axes, run_renders.items()):
+        for ax in row:
+            ax.set_axis_off()
+        row[0].imshow(photo)
+        row[0].set_title("input photo", fontsize=7)
+        for ax, path in zip(row[1:], renders):
+            ax.imshow(_image(path))
+            ax.set_title(path.stem, fontsize=7)
+        row[1].set_title(titles[ablation], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def movement_table(frontals: Mapping[str, Path], summaries: Mapping[str, Mapping[str, Any]],
+                   labels: Mapping[str, str], classifier: str, reference: str = "full") -> str:
+    """Markdown: per ablation, the mean |pixel difference| (0-255) of its frontal render to the
+    ``reference`` run's, its three largest blendshape coefficients (≥ 0.05), and the classifier's
+    p_neutral and top class on the frontal render (from ``summary.json``)."""
+    base = _image(frontals[reference]).astype(np.float64)
+    rows = []
+    for ablation, path in frontals.items():
+        summary = summaries[ablation]
+        coefficients = sorted(summary["expression_coefficients"].items(), key=lambda kv: -abs(kv[1]))
+        probs = summary["frontal"].get(f"emotion_{classifier}", {})
+        top = max(probs, key=probs.get) if probs else "no face"
+        rows.append([labels.get(ablation, ablation),
+                     f"{np.abs(_image(path).astype(np.float64) - base).mean():.2f}",
+                     ", ".join(f"{n} {v:.2f}" for n, v in coefficients[:3] if abs(v) >= 0.05) or "all < 0.05",
+                     fmt(probs.get("neutral")), f"{top} ({fmt(probs.get(top), 2)})" if probs else top])
+    return markdown_table(["ablation", f"mean abs diff to {reference} (0-255)", "largest blendshape coefficients",
+                           f"p_neutral ({classifier})", f"top class ({classifier})"], rows)
+
+
+def group_value(evaluation: Mapping[str, Any], group: str, key: str) -> float | None:
+    """``evaluation["groups"][...][key]`` of the named group (None when the group or value is missing)."""
+    for g in evaluation["groups"]:
+        if g["group"] == group:
+            return g.get(key)
+    return None

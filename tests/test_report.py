@@ -1,0 +1,154 @@
+"""Tables and figures of the result pages, from hand-built run directories with known values."""
+
+import base64
+import json
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from sie3d.evaluation import report  # noqa: E402
+from sie3d.render.media import save_image  # noqa: E402
+
+
+def _rows(markdown):
+    """Cells of a markdown table, header and rule excluded."""
+    lines = [l for l in markdown.splitlines() if l.startswith("|")]
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", l)[1:-1]] for l in lines[2:]]
+
+
+def _face(distance, fer, landmarks):
+    return {"face_found": True, "dlib_distance": distance, "emotion_fer": fer,
+            "landmarks": dict(zip(report.LANDMARKS, landmarks))}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, expression, before, after in [
+        ("neutral", "neutral", (0.20, 0.9, 0.10, 0.30), (0.21, 0.9, 0.05, 0.30)),
+        ("surprise", "surprise", (0.10, 0.9, 0.00, 0.30), (0.05, 0.9, 0.00, 0.40)),
+    ]:
+        run_dir = tmp_path / name
+        summary = {
+            "expression": expression, "accessory": "", "iterations": 3, "n_gaussians": 100,
+            "seconds_per_iteration": 0.5,
+            "photo": {"landmarks": dict(zip(report.LANDMARKS, (0.2, 0.9, 0.1, 0.3))),
+                      "emotion_fer": {"happy": 0.7, "neutral": 0.2, "sad": 0.1}},
+            "frontal_photo_expression": _face(0.30, {"happy": 0.6, expression: 0.3, "sad": 0.1}, before),
+            "frontal": _face(0.45, {"happy": 0.1, expression: 0.8, "sad": 0.1}, after),
+            "photo_expression_coefficients": {"smile": 0.5, "jaw_open": 0.1},
+            "expression_coefficients": {"smile": 0.2, "jaw_open": 0.11},
+        }
+        for png in ("frontal.png", "frontal_photo_expression.png", "views.png"):
+            save_image(rng.integers(0, 255, (32, 64 if png == "views.png" else 32, 3), dtype=np.uint8), run_dir / png)
+        (run_dir / "turntable.gif").write_bytes(b"GIF89a-" + name.encode())
+        out[name] = (run_dir, summary)
+    return out
+
+
+def test_run_table_rows_and_cells(runs):
+    rows = _rows(report.run_table(runs))
+    assert [r[0] for r in rows] == ["photo", "**neutral** at the photo's expression", "**neutral** final",
+                                    "**surprise** at the photo's expression", "**surprise** final"]
+    assert rows[0][1:4] == ["—", "happy 0.70, neutral 0.20", "—"]  # the photo has no distance to itself
+    assert rows[2][1:3] == ["0.450", "neutral 0.80, happy 0.10"]
+    assert rows[2][4:] == ["+0.210", "+0.900", "+0.050", "+0.300"]
+    missing = dict(runs)
+    run_dir, summary = missing["neutral"]
+    missing["neutral"] = (run_dir, {**summary, "frontal": {"face_found": False}})
+    assert _rows(report.run_table(missing))[2][1] == "no face found"
+
+
+def test_landmark_verdicts(runs):
+    checks = {(c.run, c.measure): c.verdict for c in report.landmark_checks(runs)}
+    # neutral: corner lift 0.10 -> 0.05 falls (expected), opening 0.20 -> 0.21 within the 0.02 band
+    assert checks[("neutral", "mouth_corner_lift")] == "as expected"
+    assert checks[("neutral", "mouth_open")] == "no clear change"
+    # surprise: opening 0.10 -> 0.05 falls although it should rise; brows 0.30 -> 0.40 rise
+    assert checks[("surprise", "mouth_open")] == "the opposite way"
+    assert checks[("surprise", "brow_raise")] == "as expected"
+    rows = _rows(report.check_table(runs))
+    assert rows[0][1] == "0.450 (same)" and rows[0][2] == "0.300 → 0.800"
+    assert rows[0][4] == "smile 0.50→0.20"  # jaw_open moved 0.01 only
+
+
+def test_face_crop_is_twice_the_box_and_clipped():
+    photo = np.arange(100 * 200 * 3).reshape(100, 200, 3)
+    crop = report.face_crop(photo, (50, 20, 70, 40))  # 20 px box centred at (60, 30)
+    assert crop.shape[:2] == (40, 40) and (crop == photo[10:50, 40:80]).all()
+    assert report.face_crop(photo, (0, 0, 20, 20)).shape[:2] == (30, 30)  # clipped at the top-left
+
+
+def test_figures_have_one_panel_per_image(runs):
+    fig = report.run_gallery(np.zeros((40, 40, 3), np.uint8), runs)
+    assert len(fig.axes) == 2 + len(runs)
+    assert fig.axes[-1].get_title() == "final: surprise"
+    records = [{"iteration": i, "loss_ism": 1.0 / (i + 1), "loss_total": 2.0, "p_target": 0.1 * i,
+                "expr_smile": 0.5} for i in range(4)]
+    fig = report.curve_grid({"neutral": records, "surprise": records}, {"neutral": "neutral", "surprise": "surprise"})
+    assert len(fig.axes) == 6 and fig.axes[0].get_yscale() == "log"
+    np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), [0.0, 0.1, 0.2, 0.3])
+    assert len(report.views_figure(runs).axes) == 2
+    a = np.full((8, 8, 3), 100, np.uint8)
+    b = a.copy()
+    b[0, 0] = 103
+    diff = report.difference_figure(a, b, ("a", "b")).axes[2].images[0].get_array()
+    assert diff[0, 0, 0] == 158 and diff[1, 1, 0] == 128  # 128 + 10 * (103 - 100); unchanged is grey
+
+
+def test_turntables_embed_every_gif(runs):
+    html = report.turntables_html(runs)
+    for name in runs:
+        assert base64.b64encode(b"GIF89a-" + name.encode()).decode() in html and f"turntable of {name}" in html
+
+
+def _evaluation():
+    def run(group, faces):
+        return {"group": group, "identity": {"n_renders_with_face": faces},
+                "emotion": {"loss": {"classifier": "fer", "note": ""},
+                            "held_out": {"classifier": "deepface", "note": "weights not cached"}}}
+    groups = [{"group": "full", "renders": 9, "id_mean": 0.91234, "loss_nps": 1.5, "loss_accuracy": 0.25,
+               "held_out_nps": None, "held_out_accuracy": None, "frechet": None, "distance_note": "one photo"},
+              {"group": "no_emotion_loss", "renders": 9, "id_mean": 0.95, "loss_nps": 2.75, "loss_accuracy": 0.0,
+               "held_out_nps": None, "held_out_accuracy": None, "frechet": None, "distance_note": "one photo"}]
+    return {"models": {"identity": "dlib", "frechet_label": "Fréchet (dlib)", "detector": "dlib",
+                       "identity_notes": []},
+            "groups": groups, "runs": [run("full", 3), run("no_emotion_loss", 4)]}
+
+
+def test_metrics_table_and_notes():
+    evaluation = _evaluation()
+    rows = _rows(report.metrics_table(evaluation, {"full": "full method"}, "fer", "deepface"))
+    assert rows[0] == ["full method", "3/9", "0.912", "1.500", "0.25", "n/a", "n/a", "n/a"]
+    assert rows[1][:3] == ["no_emotion_loss", "4/9", "0.950"]
+    notes = report.metrics_notes(evaluation).splitlines()
+    assert "* held_out classifier `deepface`: weights not cached" in notes
+    assert notes[-1] == "* identity encoder: dlib (detector dlib)"
+    assert report.group_value(evaluation, "no_emotion_loss", "loss_nps") == 2.75
+    assert report.group_value(evaluation, "missing", "loss_nps") is None
+
+
+def test_movement_table(tmp_path):
+    frontals = {}
+    for name, value in (("full", 10), ("no_emotion_loss", 14)):
+        frontals[name] = save_image(np.full((20, 20, 3), value, np.uint8), tmp_path / f"{name}.png")
+    summaries = {"full": {"expression_coefficients": {"smile": 0.01, "frown": -0.6, "jaw_open": 0.3},
+                          "frontal": {"emotion_fer": {"neutral": 0.4, "happy": 0.6}}},
+                 "no_emotion_loss": {"expression_coefficients": {"smile": 0.02},
+                                     "frontal": {}}}
+    rows = _rows(report.movement_table(frontals, summaries, {}, "fer"))
+    assert rows[0] == ["full", "0.00", "frown -0.60, jaw_open 0.30", "0.400", "happy (0.60)"]
+    assert rows[1] == ["no_emotion_loss", "4.00", "all < 0.05", "n/a", "no face"]
+
+
+def test_gallery_rows(tmp_path):
+    renders = {a: [save_image(np.zeros((20, 20, 3), np.uint8), tmp_path / a / f"view_{i}.png") for i in range(n)]
+               for a, n in (("full", 3), ("sds", 2))}
+    fig = report.ablation_gallery(np.zeros((30, 30, 3), np.uint8), renders, {"full": "F", "sds": "S"})
+    assert len(fig.axes) == 2 * 4 and fig.axes[1].get_title() == "F" and fig.axes[5].get_title() == "S"
+    json.dumps([a.get_title() for a in fig.axes])
