@@ -42,6 +42,11 @@ def test_json_report_on_the_astronaut(capsys, astronaut_png):
     assert fer["top"] == "happy" and sum(fer["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
     assert report["emotion"]["deepface"]["available"] or "sie3d weights download deepface-emotion" \
         in report["emotion"]["deepface"]["reason"]
+    faceapi = report["emotion"]["faceapi"]  # the held-out judge, offline
+    assert faceapi["available"] and faceapi["top"] == "happy" and faceapi["role"].startswith("held-out")
+    held_out = report["identity_held_out"]
+    assert held_out["encoder"] in ("sface", "arcface-metric") and held_out["encoder"] != report["identity"]["encoder"]
+    assert held_out["norm"] == pytest.approx(1.0)
     assert report["expression_measures"]["mouth_corner_lift"] > 0
     assert any("2 faces found" in w for w in report["warnings"])
     assert err.count("sie3d analyze: warning: 2 faces found") == 1 and "Traceback" not in err
@@ -52,6 +57,7 @@ def test_text_report_with_the_haar_detector(capsys, astronaut_png):
     code, out, err = run_cli(capsys, astronaut_png, "--detector", "haar")
     assert code == 0 and err == ""
     assert "1 found by haar" in out and "fer: happy" in out and "mouth_corner_lift" in out
+    assert "faceapi: happy" in out and "identity  held-out: " in out and "identity  conditioning: " in out
 
 
 @needs_fer
