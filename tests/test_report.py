@@ -152,3 +152,17 @@ def test_gallery_rows(tmp_path):
     fig = report.ablation_gallery(np.zeros((30, 30, 3), np.uint8), renders, {"full": "F", "sds": "S"})
     assert len(fig.axes) == 2 * 4 and fig.axes[1].get_title() == "F" and fig.axes[5].get_title() == "S"
     json.dumps([a.get_title() for a in fig.axes])
+
+
+def test_highlights_carry_the_run_numbers(runs):
+    lines = report.generation_highlights(runs)
+    assert lines[0].startswith("**2 avatars**") and "3 iterations" in lines[0] and "0.50–0.50 s" in lines[0]
+    assert "**0.450–0.450**" in lines[1] and "2 of 2" in lines[1]
+    assert "**2 of 4** as expected" in lines[2]
+    assert "neutral 0.30 → **0.80**" in lines[3]
+    evaluation = _evaluation()
+    lines = report.ablation_highlights(evaluation, {"full": "full method"}, "fer", (0.3667, 3.8043))
+    assert lines[0].startswith("**2 runs** in 2 ablations: full method, no_emotion_loss")
+    assert "full **1.500**" in lines[1] and "**2.750** (+1.250" in lines[1] and "0.367 vs 3.804" in lines[1]
+    assert lines[2] == "ID (dlib cosine): full 0.912, without the loss 0.950"
+    assert lines[3] == "held-out NPS: not available here (see the notes)"

@@ -294,3 +294,52 @@ def group_value(evaluation: Mapping[str, Any], group: str, key: str) -> float | 
         if g["group"] == group:
             return g.get(key)
     return None
+
+
+def generation_highlights(runs: Mapping[str, Run]) -> list[str]:
+    """Markdown sentences with the key numbers of page 04: runs and their cost, dlib distances of the
+    final renders, landmark checks passed, and fer's p(target) from the photo's expression to the final."""
+    summaries = [s for _, s in runs.values()]
+    names = ", ".join(s["expression"] + (f" + '{s['accessory']}'" if s.get("accessory") else "") for s in summaries)
+    speed = [s["seconds_per_iteration"] for s in summaries if s.get("seconds_per_iteration") is not None]
+    lines = [f"**{len(runs)} avatars** from one photo ({names}), {summaries[0]['iterations']} iterations each"
+             + (f", {min(speed):.2f}–{max(speed):.2f} s per iteration" if speed else "")]
+    distances = [s["frontal"]["dlib_distance"] for s in summaries if s["frontal"].get("dlib_distance") is not None]
+    if distances:
+        same = sum(d < SAME_PERSON for d in distances)
+        lines.append(f"dlib distance of the final renders to the photo **{min(distances):.3f}–{max(distances):.3f}**: "
+                     f"{same} of {len(distances)} are the photo's person by dlib's < {SAME_PERSON} rule")
+    checks = landmark_checks(runs)
+    if checks:
+        ok = sum(c.verdict == "as expected" for c in checks)
+        lines.append(f"landmark moves the loss never saw: **{ok} of {len(checks)}** as expected")
+    moves = []
+    for name, (_, s) in runs.items():
+        p = [s[k].get("emotion_fer", {}).get(s["expression"]) for k in ("frontal_photo_expression", "frontal")]
+        if None not in p:
+            moves.append(f"{name} {p[0]:.2f} → **{p[1]:.2f}**")
+    if moves:
+        lines.append("fer's p(target), avatar at the photo's expression → final: " + "; ".join(moves))
+    return lines
+
+
+def ablation_highlights(evaluation: Mapping[str, Any], labels: Mapping[str, str], loss_classifier: str,
+                        paper_nps: tuple[float, float]) -> list[str]:
+    """Markdown sentences with the key numbers of page 05: the grid, and NPS / ID of the full method
+    against the run without the perceptual expression loss (``no_emotion_loss``), beside the paper's NPS
+    of the same two rows (``paper_nps``: full, without the loss)."""
+    groups = [g["group"] for g in evaluation["groups"]]
+    lines = [f"**{len(evaluation['runs'])} runs** in {len(groups)} ablations: "
+             + ", ".join(labels.get(g, g) for g in groups)]
+    nps = [group_value(evaluation, g, "loss_nps") for g in ("full", "no_emotion_loss")]
+    if None not in nps:
+        lines.append(f"NPS ({loss_classifier}, the loss classifier): full **{nps[0]:.3f}**, without the perceptual "
+                     f"expression loss **{nps[1]:.3f}** ({nps[1] - nps[0]:+.3f}; paper, DeepFace: "
+                     f"{paper_nps[0]:.3f} vs {paper_nps[1]:.3f})")
+    ids = [group_value(evaluation, g, "id_mean") for g in ("full", "no_emotion_loss")]
+    if None not in ids:
+        lines.append(f"ID ({evaluation['models']['identity']} cosine): full {ids[0]:.3f}, without the loss {ids[1]:.3f}")
+    held_out = [group_value(evaluation, g, "held_out_nps") for g in ("full", "no_emotion_loss")]
+    lines.append("held-out NPS: " + (f"full {held_out[0]:.3f}, without the loss {held_out[1]:.3f}"
+                                     if None not in held_out else "not available here (see the notes)"))
+    return lines
