@@ -58,6 +58,7 @@ class UrlSource:
     url: str
     filename: str  # name of the cached file
     zip_member: str | None = None  # when the URL is a zip: the member to keep
+    git_blob: str | None = None  # a file of a git repository: its blob id (sha1 of "blob <size>\0" + bytes)
 
     def describe(self) -> str:
         return self.url + (f" [{self.zip_member}]" if self.zip_member else "")
@@ -138,6 +139,11 @@ class ModelSpec:
 
 
 _SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+#: the Arc2Avatar repository file both released codes load into the Arc2Face UNet (settings.md)
+_ARC2AVATAR_LORA = ("https://raw.githubusercontent.com/dimgerogiannis/Arc2Avatar/HEAD/"
+                    "guidance/lora_weights/pytorch_lora_weights.safetensors")
+#: sha256 of each file the book's viewer and MathJax use, per npm model (their tarballs are integrity-pinned)
+_WEB_FILES: dict[str, dict[str, str]] = json.loads(Path(__file__).with_name("web_assets.json").read_text())
 
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
@@ -145,13 +151,20 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("arc2face-unet", "Arc2Face UNet (SD-1.5 fine-tuned on ArcFace-conditioned faces)",
                   HubSource("FoivosPar/Arc2Face", ("arc2face/config.json",
                                                   "arc2face/diffusion_pytorch_model.safetensors")),
-                  3_438_000_000, "Arc2Face model card (research use; see hub page)"),
+                  3_438_000_000, "Arc2Face model card (research use; see hub page)",
+                  sha256={"arc2face/diffusion_pytorch_model.safetensors":
+                          "d2377c16b7135650ca375817a4812a999194fba1f081e39117bd54e50dacc784"}),
+        ModelSpec("arc2face-lora", "Arc2Avatar's LoRA for the Arc2Face UNet (the 'augmented Arc2Face', scale 0.45)",
+                  UrlSource(_ARC2AVATAR_LORA, "pytorch_lora_weights.safetensors",
+                            git_blob="be0b29da7e0b9dd6eab5e49841e7e3d24e5d817a"),
+                  3_300_000, "Arc2Avatar repository (research use; see its licence)"),
         ModelSpec("arc2face-encoder", "Arc2Face ID encoder (CLIP ViT-L/14 text encoder fine-tuned)",
                   HubSource("FoivosPar/Arc2Face", ("encoder/config.json", "encoder/pytorch_model.bin")),
                   492_000_000, "Arc2Face model card (research use; see hub page)"),
         ModelSpec("arc2face-arcface", "ArcFace recognizer (512-d ID vector for Arc2Face conditioning)",
                   HubSource("FoivosPar/Arc2Face", ("arcface.onnx",)),
-                  261_000_000, "insightface models: non-commercial research"),
+                  261_000_000, "insightface models: non-commercial research",
+                  sha256={"arcface.onnx": "ec639a0429b4819130d1405a2d3b38beaa4cc4a6c5bd9cf48b94fdf65461de83"}),
         ModelSpec("sd15-vae", "Stable Diffusion 1.5 VAE",
                   HubSource(_SD15, ("vae/config.json", "vae/diffusion_pytorch_model.safetensors")),
                   335_000_000, "CreativeML OpenRAIL-M"),
@@ -164,8 +177,11 @@ REGISTRY: dict[str, ModelSpec] = {
                                     "scheduler/scheduler_config.json")),
                   1_600_000, "CreativeML OpenRAIL-M"),
         ModelSpec("antelopev2", "insightface antelopev2: SCRFD-10G detector + glintr100 recognizer",
-                  HubSource("DIAMONIK7777/antelopev2", ("scrfd_10g_bnkps.onnx", "glintr100.onnx")),
-                  278_000_000, "insightface models: non-commercial research"),
+                  HubSource("DIAMONIK7777/antelopev2", ("scrfd_10g_bnkps.onnx", "glintr100.onnx"),
+                            revision="ba0c3e10f4548361eb9a63265d87ce1140ab5a05"),
+                  278_000_000, "insightface models: non-commercial research",
+                  sha256={"scrfd_10g_bnkps.onnx": "5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91",
+                          "glintr100.onnx": "4ab1d6435d639628a6f3e5008dd4f929edf4c4124b1a7169e1048f9fef534cdf"}),
         ModelSpec("deepface-emotion", "DeepFace facial expression CNN (Keras .h5, 7 classes)",
                   UrlSource("https://github.com/serengil/deepface_models/releases/download/v1.0/"
                             "facial_expression_model_weights.h5", "facial_expression_model_weights.h5"),
@@ -215,6 +231,19 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("dlib-face-descriptor", "dlib ResNet 128-d face descriptor (offline identity)",
                   PackageSource("face_recognition_models", "models/dlib_face_recognition_resnet_model_v1.dat"),
                   22_500_000, "CC0-1.0", offline=True),
+        # the book's 3DGS viewer (sie3d.render.web_viewer) and its maths, served from the built book
+        *(ModelSpec(name, role, NpmSource(package, version, tuple(_WEB_FILES[name]), integrity), size, licence,
+                    sha256=_WEB_FILES[name], offline=True)
+          for name, role, package, version, integrity, size, licence in [
+              ("viewer-three", "three.js (the 3D library the splat viewer runs on)", "three", "0.180.0",
+               "sha512-o+qycAMZrh+TsE01GqWUxUIKR1AL0S8pq7zDkYOQw8GqfX8b8VoCKYUoHbhiX5j+7hr8XsuHDVU6+gkQJQKg9w==",
+               7_750_248, "MIT"),
+              ("viewer-spark", "Spark: Gaussian-splat renderer for three.js", "@sparkjsdev/spark", "2.2.0",
+               "sha512-wf5F2YAmPXnjm20/MgXYer9FQTXz2JOCo05HwxFkaD7Guk9rHVPIwdJ6fq0oF9ME0heMvYj+TxS6DTrucvy6KA==",
+               4_889_440, "MIT"),
+              ("mathjax", "MathJax 3 (the book's TeX maths, served from its static files)", "mathjax", "3.2.2",
+               "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==",
+               6_132_118, "Apache-2.0")]),
     ]
 }
 
@@ -304,7 +333,23 @@ def _record_checksums(root: Path, digests: dict[str, str]) -> None:
     path.write_text(json.dumps(recorded, indent=2, sort_keys=True))
 
 
+def git_blob_id(path: Path) -> str:
+    """The git blob id of a file: sha1 of ``b"blob <size>\\0"`` followed by its bytes."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _check_and_record(spec: ModelSpec, root: Path, files: list[str]) -> None:
+    src = spec.source
+    if isinstance(src, UrlSource) and src.git_blob:
+        blob = git_blob_id(root / src.filename)
+        if blob != src.git_blob:
+            (root / src.filename).unlink()
+            raise ChecksumMismatch(f"{spec.name}: {src.filename} is git blob {blob}, expected {src.git_blob} "
+                                   f"(not the released file; a Git LFS pointer?); the file was removed")
     digests = {}
     for rel in files:
         digest = sha256_of(root / rel)
@@ -434,6 +479,25 @@ def download(name: str, progress: bool = True, force: bool = False) -> Path:
         _npm_download(src, root, progress)
     _check_and_record(spec, root, list(spec.files()))
     return model_path(name)
+
+
+def provenance(name: str) -> dict:
+    """What a run manifest records about a model: its source and each file's sha256.
+
+    ``pinned`` digests come from the registry; ``recorded`` ones were computed when the file was
+    fetched (trust on first use); nothing is hashed here, so this is cheap for multi-GB files.
+    """
+    spec = get_spec(name)
+    root = model_dir(name)
+    recorded_path = root / CHECKSUM_FILE
+    recorded = json.loads(recorded_path.read_text()) if recorded_path.is_file() else {}
+    files = {}
+    for rel in spec.files():
+        if rel in spec.sha256:
+            files[rel] = {"sha256": spec.sha256[rel], "pinned": True}
+        else:
+            files[rel] = {"sha256": recorded.get(rel), "pinned": False}
+    return {"source": spec.source.describe(), "files": files}
 
 
 @dataclass

@@ -8,6 +8,16 @@ Splat layout (binary little-endian float32, one vertex per Gaussian, world space
 coefficients of a degree-3 file, written as zeros so viewers expecting degree 3 load it
 (``sh_rest=False`` omits them; the loader accepts both and ignores f_rest); ``opacity`` is a logit,
 ``scale_*`` are natural logs, ``rot_*`` a wxyz quaternion, normals are zero.
+
+Axis convention (stated in the file's header comment, ``comment sie3d convention <name>``):
+
+* ``colmap`` (default): x right, y down, z forward -- the y-down camera world of COLMAP / INRIA 3DGS
+  that SuperSplat, Spark and gsplat.js-style viewers expect; our +y-up world rotated 180 degrees about
+  x, so a viewer's identity camera sees the face upright and frontal;
+* ``y-up``: our world as is (x right, y up, the face looks along +z: three.js / OpenGL, SPZ's RUB).
+
+:func:`load_ply` undoes the convention named in the header; a file without it (another tool's INRIA
+``.ply``) is read as ``colmap``.
 """
 
 from __future__ import annotations
@@ -26,17 +36,45 @@ _PLY_TYPES = {
 }
 #: number of f_rest coefficients in an SH-degree-3 file
 SH_REST_DEGREE3 = 45
+#: axis conventions of exported files -> one-line description for the header comment
+CONVENTIONS = {
+    "colmap": "x right, y down, z forward (COLMAP/INRIA; sie3d's +y-up world rotated 180 deg about x)",
+    "y-up": "x right, y up, face looks along +z (sie3d world, three.js/OpenGL)",
+}
+DEFAULT_CONVENTION = "colmap"
 
 
-def _header(fh) -> tuple[str, list[tuple[str, int, list[tuple]]]]:
+def flip_yz(splats: Splats, inverse: bool = False) -> Splats:
+    """The splats rotated 180 degrees about x: (x, y, z) -> (x, -y, -z).
+
+    Maps sie3d's y-up world to the ``colmap`` convention (``inverse``: back). Rotations are
+    left-multiplied by the quaternion (0, 1, 0, 0) (wxyz), i.e. (w, x, y, z) -> (-x, w, -z, y), and
+    by its inverse (0, -1, 0, 0) on the way back, so a round trip returns the same quaternion, not -q.
+    """
+    q = splats.quats
+    s = -1.0 if inverse else 1.0
+    return Splats(means=splats.means * splats.means.new_tensor([1.0, -1.0, -1.0]),
+                  quats=torch.stack([-s * q[:, 1], s * q[:, 0], -s * q[:, 3], s * q[:, 2]], -1),
+                  scales=splats.scales, opacities=splats.opacities, colors=splats.colors)
+
+
+def _check_convention(convention: str) -> str:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown .ply convention {convention!r}; choose one of {sorted(CONVENTIONS)}")
+    return convention
+
+
+def _header(fh) -> tuple[str, list[tuple[str, int, list[tuple]]], list[str]]:
     if fh.readline().strip() != b"ply":
         raise ValueError(f"{fh.name}: not a PLY file (missing 'ply' magic)")
-    fmt, elements = None, []
+    fmt, elements, comments = None, [], []
     while True:
         line = fh.readline()
         if not line:
             raise ValueError(f"{fh.name}: PLY header has no end_header")
         words = line.decode("ascii", errors="replace").split()
+        if words and words[0] == "comment":
+            comments.append(" ".join(words[1:]))
         if not words or words[0] in ("comment", "obj_info"):
             continue
         if words[0] == "format":
@@ -52,14 +90,29 @@ def _header(fh) -> tuple[str, list[tuple[str, int, list[tuple]]]]:
             break
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
         raise ValueError(f"{fh.name}: unsupported PLY format {fmt!r}")
-    return fmt, elements
+    return fmt, elements, comments
+
+
+def ply_comments(path: str | Path) -> list[str]:
+    """The header's ``comment`` lines (without the keyword)."""
+    with Path(path).open("rb") as fh:
+        return _header(fh)[2]
+
+
+def ply_convention(path: str | Path) -> str:
+    """The axis convention a splat ``.ply`` declares (``comment sie3d convention NAME``), else ``colmap``."""
+    for comment in ply_comments(path):
+        words = comment.split()
+        if words[:2] == ["sie3d", "convention"] and len(words) > 2:
+            return _check_convention(words[2].rstrip(":"))
+    return DEFAULT_CONVENTION
 
 
 def read_ply(path: str | Path) -> dict[str, dict[str, np.ndarray | list]]:
     """All elements of a PLY file: ``{element: {property: values}}`` (list properties as lists of arrays)."""
     path = Path(path)
     with path.open("rb") as fh:
-        fmt, elements = _header(fh)
+        fmt, elements, _ = _header(fh)
         body = fh.read()
     out: dict[str, dict] = {}
     if fmt == "ascii":
@@ -112,9 +165,12 @@ def splat_property_names(sh_rest: bool = True) -> list[str]:
             + [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)])
 
 
-def save_ply(splats: Splats, path: str | Path, sh_rest: bool = True) -> Path:
-    """Write splats as an INRIA-layout binary ``.ply`` (see the module docstring)."""
+def save_ply(splats: Splats, path: str | Path, sh_rest: bool = True, convention: str = DEFAULT_CONVENTION) -> Path:
+    """Write world-space (y-up) splats as an INRIA-layout binary ``.ply`` in ``convention``
+    (``colmap``: y down, what 3DGS viewers expect; ``y-up``: as is). See the module docstring."""
     s = splats.detach().to("cpu", torch.float64)
+    if _check_convention(convention) == "colmap":
+        s = flip_yz(s)
     n = len(s)
     opac = s.opacities.clamp(1e-7, 1 - 1e-7)
     columns = {
@@ -134,6 +190,7 @@ def save_ply(splats: Splats, path: str | Path, sh_rest: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = ["ply", "format binary_little_endian 1.0", "comment sie3d Gaussian splats (INRIA layout, SH degree 0)",
+              f"comment sie3d convention {convention}: {CONVENTIONS[convention]}",
               f"element vertex {n}"] + [f"property float {name}" for name in names] + ["end_header"]
     with path.open("wb") as fh:
         fh.write(("\n".join(header) + "\n").encode("ascii"))
@@ -141,8 +198,10 @@ def save_ply(splats: Splats, path: str | Path, sh_rest: bool = True) -> Path:
     return path
 
 
-def load_ply(path: str | Path) -> Splats:
-    """Splats from an INRIA-layout ``.ply`` (ours or another 3DGS tool's; SH beyond degree 0 is ignored)."""
+def load_ply(path: str | Path, convention: str | None = None) -> Splats:
+    """Splats in sie3d's y-up world from an INRIA-layout ``.ply`` (ours or another 3DGS tool's; SH
+    beyond degree 0 is ignored). ``convention`` overrides the one the header declares (see
+    :func:`ply_convention`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"splat file not found: {path}")
@@ -157,10 +216,12 @@ def load_ply(path: str | Path) -> Splats:
     def col(*names):
         return torch.from_numpy(np.stack([np.asarray(v[name], dtype=np.float32) for name in names], -1))
 
-    return Splats(
+    splats = Splats(
         means=col("x", "y", "z"),
         quats=col("rot_0", "rot_1", "rot_2", "rot_3"),
         scales=torch.exp(col("scale_0", "scale_1", "scale_2")),
         opacities=torch.sigmoid(col("opacity")[:, 0]),
         colors=(0.5 + SH_C0 * col("f_dc_0", "f_dc_1", "f_dc_2")).clamp(0.0, 1.0),
     )
+    convention = _check_convention(convention) if convention else ply_convention(path)
+    return flip_yz(splats, inverse=True) if convention == "colmap" else splats
