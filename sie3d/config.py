@@ -51,6 +51,9 @@ class ModelsConfig:
     emotion_eval_classifier: str = "fer"  # the held-out one for metrics
     emotion_crop_margin: float = 0.15  # square emotion crop around a detected face: margin per side / box side
     scrfd_det_size: list[int] = field(default_factory=lambda: [256, 256])  # SCRFD input (w, h), as Arc2Face
+    lora: str = "arc2face-lora"  # LoRA in the Arc2Face UNet: registry name or .safetensors path; "" = none
+    lora_scale: float = 0.45  # its multiplier on every UNet call (released code: 0.45)
+    allow_glintr100_identity: bool = False  # True: without arcface.onnx, use antelopev2's glintr100 (another space)
     template: str = "flame"  # builtin | flame | path to .obj/.ply
     flame_model_path: str = ""  # user-supplied FLAME generic model (.pkl or .npz); never shipped
     tiny_prior_seed: int = 0
@@ -81,7 +84,8 @@ class ConditioningConfig:
     gamma_acc: float = 0.2  # eq 5
     eta_expr: float = 0.8  # eq 6
     eta_acc: float = 0.8
-    expression: str = "neutral"
+    expression: str = "neutral"  # free text, enters eq 4 as written
+    expression_class: str = ""  # its emotion-loss class (sie3d.face.expression_text); "" = from the word list
     accessory: str = ""  # "" = no accessory
     perp_neg_weight: float = -2.0  # w of the view negatives
     front_decay: float = 2.0  # front-negative weight exp(-front_decay * r) * w
@@ -100,14 +104,15 @@ class GuidanceConfig:
     method: str = "ism"  # ism | sds
     t_range: list[float] = field(default_factory=lambda: [0.02, 0.5])  # t ~ U[T*lo, T*hi) in timesteps
     delta_t: int = 50  # s = t - delta_t
+    delta_t_start: int = 50  # with anneal: delta_t at the start of the warm-up, annealed down to delta_t
     xs_delta_t: int = 50  # DDIM inversion hop x0 -> x_s
     xs_inv_steps: int = 20  # at most this many hops x0 -> x_s
     guidance_scale: float = 1.25  # omega
     weight: float = 0.1  # lambda in the latent gradient
     offset_noise: float = 0.1  # noise = randn + offset_noise * randn([1, 4, 1, 1])
-    anneal: bool = False  # LucidDreamer-style t_max annealing
-    anneal_start: float = 0.98  # t_max fraction at iteration 0, decays linearly to t_range[1]
-    anneal_iters: int = 1500
+    anneal: bool = False  # LucidDreamer-style warm-up of t_max (and delta_t from delta_t_start)
+    anneal_start: float = 0.98  # t_max fraction at the start of the warm-up, decays linearly to t_range[1]
+    anneal_iters: int = 1500  # warm-up length; iteration i (0-based) has warm-up rate 1 - min((i + 1) / anneal_iters, 1)
     latent_resolution: int = 64  # renders are resized so the VAE gives this latent size
 
 
@@ -136,6 +141,8 @@ class CameraConfig:
     front_bias: float = 0.5  # probability of drawing the azimuth from the front sector
     front_sector: float = 90.0  # half-width (degrees) of the front sector: azimuth in [-front_sector, front_sector]
     fovy_range: list[float] = field(default_factory=lambda: [0.4, 0.6])  # radians
+    fovy_widen_factors: list[float] = field(default_factory=lambda: [1.0, 1.0])  # every radius_decay_every its.:
+    fovy_widen_limits: list[float] = field(default_factory=lambda: [0.3, 0.7])  # lo*f0, hi*f1, within these
     p_nonwhite_background: float = 0.66
     random_flip: bool = True
     eval_radius: float = 4.5

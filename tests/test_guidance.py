@@ -9,8 +9,15 @@ from diffusers import DDIMScheduler
 
 from sie3d.config import ConditioningConfig, GuidanceConfig
 from sie3d.diffusion.conditioning import build_conditioning
-from sie3d.diffusion.guidance import (IntervalScoreMatching, ScoreDistillation, ddim_step, ddim_walk, make_guidance,
-                            perp_neg, reparameterised_loss)
+from sie3d.diffusion.guidance import (
+    IntervalScoreMatching,
+    ScoreDistillation,
+    ddim_step,
+    ddim_walk,
+    make_guidance,
+    perp_neg,
+    reparameterised_loss,
+)
 from sie3d.diffusion.prior import SD15_SCHEDULE, DiffusionPrior
 
 SCHEDULE = DDIMScheduler(**SD15_SCHEDULE)
@@ -183,7 +190,8 @@ def test_timestep_sampling_and_annealing():
     assert min(t for t, _ in pairs) >= 20 and max(t for t, _ in pairs) < 500
     assert all(s == max(t - 50, 0) for t, s in pairs)
     annealed = IntervalScoreMatching(prior, GuidanceConfig(anneal=True, anneal_start=0.98, anneal_iters=1500))
-    assert [annealed.timestep_bounds(i) for i in (0, 750, 1500, 9000)] == [(20, 980), (20, 740), (20, 500), (20, 500)]
+    # warm-up rate 1 - (i + 1)/1500: 1499/1500 at i = 0 (t_max 979.68), 1/2 at i = 749, 0 from i = 1499 on
+    assert [annealed.timestep_bounds(i) for i in (0, 749, 1499, 9000)] == [(20, 979), (20, 740), (20, 500), (20, 500)]
     assert ism.timestep_bounds(0) == ism.timestep_bounds(10_000) == (20, 500)
 
 

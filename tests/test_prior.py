@@ -10,7 +10,12 @@ import torch
 
 from sie3d.config import load_config
 from sie3d.diffusion.prior import DiffusionPrior, PriorError, save_in_registry_layout
-from sie3d.diffusion.text_encoders import PromptEmbeddingCache, encode_prompts, encode_with_identity, fit_identity_to_hidden
+from sie3d.diffusion.text_encoders import (
+    PromptEmbeddingCache,
+    encode_prompts,
+    encode_with_identity,
+    fit_identity_to_hidden,
+)
 from sie3d.diffusion.tokenizer import TokenizerError
 from sie3d.weights import REGISTRY, ModelNotAvailable, model_path
 
@@ -63,7 +68,7 @@ def test_registry_layout_loads_through_the_real_weights_path(tiny, fake_cache):
         assert all((root / f).is_file() for f in REGISTRY[name].files()), name
     assert (fake_cache / "models/arc2face-encoder/encoder/pytorch_model.bin").is_file()
 
-    config = load_config(overrides=["models.prior=arc2face", "conditioning.cache_embeddings=false"])
+    config = load_config(overrides=["models.prior=arc2face", "models.lora=", "conditioning.cache_embeddings=false"])
     loaded = DiffusionPrior.from_config(config, "cpu")
     assert loaded.profile == "arc2face" and loaded.identity_dim == 512
 

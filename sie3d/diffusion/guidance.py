@@ -127,13 +127,24 @@ class GuidanceBase:
 
     # -------------------------------------------------------------- sampling
 
-    def t_max_fraction(self, iteration: int) -> float:
-        """Upper end of the t range at ``iteration``: t_range[1], or annealed linearly from anneal_start."""
-        t_hi = self.cfg.t_range[1]
+    def warmup_rate(self, iteration: int) -> float:
+        """1 → 0 over the warm-up: 1 − min((iteration + 1)/anneal_iters, 1); 0 without ``anneal``.
+
+        ``iteration`` counts from 0; the released codes count from 1, hence the + 1 (with their
+        ``warmup_iter: 1`` the rate is 0 from the first iteration on).
+        """
         if not self.cfg.anneal:
-            return t_hi
-        remaining = max(0.0, 1.0 - iteration / max(self.cfg.anneal_iters, 1))
-        return t_hi + (self.cfg.anneal_start - t_hi) * remaining
+            return 0.0
+        return max(0.0, 1.0 - (iteration + 1) / max(self.cfg.anneal_iters, 1))
+
+    def t_max_fraction(self, iteration: int) -> float:
+        """Upper end of the t range at ``iteration``: t_range[1], raised toward anneal_start by the warm-up."""
+        t_hi = self.cfg.t_range[1]
+        return t_hi + (self.cfg.anneal_start - t_hi) * self.warmup_rate(iteration)
+
+    def delta_at(self, iteration: int) -> int:
+        """δ at ``iteration``: delta_t + ⌈rate·(delta_t_start − delta_t)⌉ (the released annealed interval)."""
+        return self.cfg.delta_t + math.ceil(self.warmup_rate(iteration) * (self.cfg.delta_t_start - self.cfg.delta_t))
 
     def timestep_bounds(self, iteration: int) -> tuple[int, int]:
         """[t_min, t_max) in integer timesteps."""
@@ -142,10 +153,10 @@ class GuidanceBase:
         return t_min, max(int(T * self.t_max_fraction(iteration)), t_min + 1)
 
     def sample_timesteps(self, iteration: int, generator: torch.Generator | None = None) -> tuple[int, int]:
-        """(t, s) with t ~ U[t_min, t_max) and s = max(t − delta_t, 0); one pair for the whole batch."""
+        """(t, s) with t ~ U[t_min, t_max) and s = max(t − δ, 0) (:meth:`delta_at`); one pair for the whole batch."""
         t_min, t_max = self.timestep_bounds(iteration)
         t = int(torch.randint(t_min, t_max, (1,), generator=generator).item())
-        return t, max(t - self.cfg.delta_t, 0)
+        return t, max(t - self.delta_at(iteration), 0)
 
     def sample_noise(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """randn + offset_noise·randn([1, C, 1, 1]) (one offset shared by the batch), drawn on CPU."""
@@ -286,7 +297,7 @@ def validate_guidance_config(cfg, num_train_timesteps: int = 1000) -> None:
         raise ValueError(f"guidance.t_range={cfg.t_range} must satisfy 0 <= lo < hi <= 1 (fractions of T)")
     if cfg.anneal and not hi <= cfg.anneal_start <= 1.0:
         raise ValueError(f"guidance.anneal_start={cfg.anneal_start} must lie in [t_range[1], 1]")
-    for name in ("delta_t", "xs_delta_t"):
+    for name in ("delta_t", "delta_t_start", "xs_delta_t"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"guidance.{name} must be at least 1 timestep")
     if cfg.xs_inv_steps < 0:

@@ -4,7 +4,9 @@ Two profiles share one class and one interface:
 
 * ``arc2face`` -- real weights from the weights registry: the Arc2Face UNet (SD-1.5 fine-tuned on
   ArcFace-conditioned faces) and ID encoder, SD-1.5's VAE, CLIP text encoder (E_SD), tokenizer and
-  noise schedule. The VAE and text encoders run in float32; the UNet in float16 when
+  noise schedule, plus Arc2Face's LoRA (``models.lora``, applied at ``models.lora_scale`` on every UNet
+  call; :mod:`sie3d.diffusion.lora`). The VAE and text encoders run in float32 (asked for explicitly:
+  transformers 5 would otherwise use the dtype a ``config.json`` names); the UNet in float16 when
   ``models.half_precision`` is set and the device is CUDA.
 * ``tiny`` -- small randomly initialised networks built from code with a fixed seed
   (``models.tiny_prior_seed``), for offline CPU runs. Same tokenizer (the real CLIP vocabulary), same
@@ -26,10 +28,20 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..runtime import diffusion_dtype
-from .text_encoders import (IdentityToken, PromptEmbeddingCache, encode_prompts, encode_with_identity,
-                            fit_identity_to_hidden, parameters_fingerprint, weights_fingerprint)
+from .lora import LoraInfo, load_lora
+from .text_encoders import (
+    IdentityToken,
+    PromptEmbeddingCache,
+    encode_prompts,
+    encode_with_identity,
+    fit_identity_to_hidden,
+    parameters_fingerprint,
+    weights_fingerprint,
+)
 from .tokenizer import BOS_ID, EOS_ID, MAX_LENGTH, VOCAB_SIZE, load_clip_tokenizer, write_tokenizer_files
 
+#: registry models the arc2face profile loads (besides the LoRA)
+REGISTRY_MODELS = ("arc2face-unet", "arc2face-encoder", "sd15-vae", "sd15-text-encoder", "sd15-tokenizer")
 #: ArcFace embedding size the Arc2Face encoder was trained with
 ARCFACE_DIM = 512
 #: SD-1.5's noise schedule (also used by the tiny profile)
@@ -94,8 +106,8 @@ def tiny_text_encoder(hidden_size: int = TINY_HIDDEN) -> CLIPTextModel:
 
 
 def load_clip_text_model(directory: Path) -> CLIPTextModel:
-    """A CLIPTextModel from a local folder; missing weights are an error, not a random init."""
-    model, info = CLIPTextModel.from_pretrained(str(directory), output_loading_info=True)
+    """A float32 CLIPTextModel from a local folder; missing weights are an error, not a random init."""
+    model, info = CLIPTextModel.from_pretrained(str(directory), dtype=torch.float32, output_loading_info=True)
     missing = sorted(k for k in info.get("missing_keys", ()) if "position_ids" not in k)
     if missing:
         raise PriorError(f"{directory}: the checkpoint lacks {len(missing)} weights (e.g. {missing[0]}); "
@@ -113,6 +125,7 @@ class DiffusionPrior:
         identity_dim: the identity vector length the ID encoder requires (512 for Arc2Face), or None.
         fingerprints: per-network ids (used to key the prompt-embedding cache).
         n_unet_evals: number of UNet forward calls so far (one call may hold a batch).
+        lora: the LoRA inside the UNet and the scale every call applies (None: no LoRA).
     """
 
     unet: UNet2DConditionModel
@@ -129,6 +142,7 @@ class DiffusionPrior:
     fingerprints: dict[str, str] = field(default_factory=dict)
     cache: PromptEmbeddingCache | None = None
     n_unet_evals: int = 0
+    lora: LoraInfo | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -142,7 +156,8 @@ class DiffusionPrior:
             return cls.tiny(seed=models.tiny_prior_seed, device=device, cache=cache,
                             half_precision=models.half_precision)
         if models.prior == "arc2face":
-            return cls.from_registry(device=device, half_precision=models.half_precision, cache=cache)
+            return cls.from_registry(device=device, half_precision=models.half_precision, cache=cache,
+                                     lora=models.lora, lora_scale=models.lora_scale)
         raise PriorError(f"models.prior={models.prior!r} is not a prior; use 'arc2face' (real weights) or 'tiny'")
 
     @classmethod
@@ -166,8 +181,14 @@ class DiffusionPrior:
 
     @classmethod
     def from_registry(cls, device: torch.device | str = "cpu", half_precision: bool = False,
-                      cache: PromptEmbeddingCache | None = None) -> "DiffusionPrior":
-        """Arc2Face + SD-1.5 parts from the weights registry cache (raises ModelNotAvailable with the fix)."""
+                      cache: PromptEmbeddingCache | None = None, lora: str = "",
+                      lora_scale: float = 1.0) -> "DiffusionPrior":
+        """Arc2Face + SD-1.5 parts from the weights registry cache (raises ModelNotAvailable with the fix).
+
+        Args:
+            lora: a registry model name (``arc2face-lora``) or a ``.safetensors`` path; "" for none.
+            lora_scale: the LoRA multiplier applied on every UNet call.
+        """
         from ..weights import REGISTRY, model_path
 
         device = torch.device(device)
@@ -180,10 +201,8 @@ class DiffusionPrior:
         tok_root = model_path("sd15-tokenizer")
         dtype = diffusion_dtype(device, half_precision)
         prior = cls(
-            unet=UNet2DConditionModel.from_pretrained(str(dirs["unet"]), torch_dtype=dtype,
-                                                      low_cpu_mem_usage=False).eval(),
-            vae=AutoencoderKL.from_pretrained(str(dirs["vae"]), torch_dtype=torch.float32,
-                                              low_cpu_mem_usage=False).eval(),
+            unet=UNet2DConditionModel.from_pretrained(str(dirs["unet"]), torch_dtype=dtype).eval(),
+            vae=AutoencoderKL.from_pretrained(str(dirs["vae"]), torch_dtype=torch.float32).eval(),
             scheduler=DDIMScheduler.from_pretrained(str(tok_root), subfolder="scheduler"),
             tokenizer=load_clip_tokenizer(tok_root / "tokenizer"),
             text_encoder=load_clip_text_model(dirs["text_encoder"]),
@@ -193,6 +212,9 @@ class DiffusionPrior:
         for role, name in registry_names.items():
             files = [model_path(name) / f for f in REGISTRY[name].files()]
             prior.fingerprints[role] = f"{name}-{weights_fingerprint(files)}"
+        if lora:
+            path = model_path(lora) if lora in REGISTRY else Path(lora)
+            prior.lora = load_lora(prior.unet, path, lora_scale, model=lora if lora in REGISTRY else "")
         return prior.to(device)
 
     def to(self, device: torch.device | str) -> "DiffusionPrior":
@@ -258,7 +280,9 @@ class DiffusionPrior:
                       embeddings: torch.Tensor) -> torch.Tensor:
         """ε(x, t, c) ``[N, 4, h, w]`` float32 for latents ``[N, 4, h, w]``, timesteps (int or ``[N]``), embeddings ``[N, 77, D]``.
 
-        Every call is one batched UNet evaluation and increments :attr:`n_unet_evals`.
+        Every call is one batched UNet evaluation and increments :attr:`n_unet_evals`. With a LoRA, the
+        call runs at scale :attr:`lora` ``.scale`` (``cross_attention_kwargs={"scale": ...}``, as the
+        released code does on every call, DDIM inversion included).
         """
         n = latents.shape[0]
         if embeddings.shape[0] != n:
@@ -267,8 +291,9 @@ class DiffusionPrior:
             raise PriorError(f"embeddings have width {embeddings.shape[-1]} but the UNet expects "
                              f"{self.unet.config.cross_attention_dim}: they come from another prior")
         t = torch.as_tensor(timesteps, device=self.device).reshape(-1).expand(n)
+        extra = {"cross_attention_kwargs": {"scale": self.lora.scale}} if self.lora is not None else {}
         out = self.unet(latents.to(self.device, self.unet_dtype), t,
-                        encoder_hidden_states=embeddings.to(self.device, self.unet_dtype)).sample
+                        encoder_hidden_states=embeddings.to(self.device, self.unet_dtype), **extra).sample
         self.n_unet_evals += 1
         return out.float()
 
@@ -309,9 +334,23 @@ class DiffusionPrior:
         count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
         kind = ("small random networks built from code (seed %d): mechanics only, no face knowledge"
                 % self.identity_seed if self.profile == "tiny" else "real Arc2Face / SD-1.5 weights")
+        lora = (f", LoRA r={self.lora.rank} on {self.lora.unet_layers} layers at scale {self.lora.scale:g}"
+                if self.lora is not None else ", no LoRA")
         return (f"{self.profile}: {kind}; UNet {count(self.unet):.2f}M ({str(self.unet_dtype).replace('torch.', '')}), "
                 f"VAE {count(self.vae):.2f}M, text encoders {count(self.text_encoder):.2f}M + "
-                f"{count(self.id_encoder):.2f}M, D={self.hidden_size}, device {self.device}")
+                f"{count(self.id_encoder):.2f}M, D={self.hidden_size}{lora}, device {self.device}")
+
+    def manifest_entry(self) -> dict:
+        """What a run manifest records about the prior: profile, UNet dtype, the LoRA and its scale, and
+        for real weights each model's source and sha256 (:func:`sie3d.weights.provenance`)."""
+        from ..weights import provenance
+
+        entry = {"profile": self.profile, "unet_dtype": str(self.unet_dtype).replace("torch.", ""),
+                 "lora": self.lora.to_manifest() if self.lora is not None else {"applied": False}}
+        if self.profile == "arc2face":
+            names = [*REGISTRY_MODELS, *([self.lora.model] if self.lora is not None and self.lora.model else [])]
+            entry["weights"] = {name: provenance(name) for name in names}
+        return entry
 
 
 def _save_clip_text(model: CLIPTextModel, directory: Path, filename: str) -> None:

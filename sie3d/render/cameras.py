@@ -184,7 +184,10 @@ class CameraSampler:
     * polar uniform in ``polar_range``;
     * azimuth: with probability ``front_bias`` uniform in ``[-front_sector, front_sector]``,
       otherwise uniform in ``azimuth_range`` (so the front is seen more often);
-    * fovy uniform in ``fovy_range`` (radians);
+    * fovy uniform in ``[lo, hi]`` (radians) where ``(lo, hi)`` starts at ``fovy_range`` and every
+      ``radius_decay_every`` iterations becomes ``(max(lo·f0, l0), min(hi·f1, l1))`` with
+      ``(f0, f1) = fovy_widen_factors`` and ``(l0, l1) = fovy_widen_limits`` (the released code's
+      camera scale-up; factors ``[1, 1]`` keep the range);
     * background: white with probability ``1 - p_nonwhite_background``, otherwise black or a
       uniformly random colour with equal probability;
     * flip: a fair coin per camera when ``random_flip``.
@@ -206,6 +209,15 @@ class CameraSampler:
         lo = max(lo, cfg.radius_floor)
         return min(lo, hi), hi
 
+    def fovy_bounds(self, iteration: int) -> tuple[float, float]:
+        cfg = self.cfg
+        lo, hi = cfg.fovy_range
+        steps = iteration // cfg.radius_decay_every if cfg.radius_decay_every > 0 else 0
+        for _ in range(steps):
+            lo = max(lo * cfg.fovy_widen_factors[0], min(cfg.fovy_widen_limits[0], lo))
+            hi = min(hi * cfg.fovy_widen_factors[1], max(cfg.fovy_widen_limits[1], hi))
+        return lo, hi
+
     def sample(self, batch_size: int, iteration: int = 0, generator: torch.Generator | None = None) -> CameraBatch:
         cfg = self.cfg
 
@@ -216,7 +228,7 @@ class CameraSampler:
         polar = uniform(*cfg.polar_range)
         front = torch.rand(batch_size, generator=generator) < cfg.front_bias
         azimuth = torch.where(front, uniform(-cfg.front_sector, cfg.front_sector), uniform(*cfg.azimuth_range))
-        fovy = uniform(*cfg.fovy_range)
+        fovy = uniform(*self.fovy_bounds(iteration))
         cameras = orbit_cameras(radius, polar, wrap_azimuth(azimuth), fovy, self.resolution, self.resolution)
 
         nonwhite = torch.rand(batch_size, generator=generator) < cfg.p_nonwhite_background
