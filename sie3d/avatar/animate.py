@@ -1,0 +1,123 @@
+"""Re-posing a finished avatar: blendshape coefficients from an expression request, a morph, its frames.
+
+A finished avatar's Gaussians live in the frames of its template's faces (:mod:`.gaussians`), so any
+coefficient vector ``c`` ``[K]`` poses it: ``gaussians.to_world(template.deform(c))``. This module
+
+* turns a request ``EXPRESSION[:WEIGHT]`` into target coefficients (:func:`target_coefficients`):
+  a component name of the template (``smile:0.6``, ``flame_expr_03:2``; several joined by ``,``),
+  or an emotion text (``surprised``, ``"smiling broadly"``) mapped to a class by the word list of
+  :mod:`sie3d.face.expression_text` and then to :data:`BUILTIN_EMOTION_SHAPES` (built-in head only:
+  FLAME's PCA components have no emotion meaning, name them instead); the weight multiplies the
+  coefficients (default 1);
+* interpolates linearly from the avatar's own coefficients to the target (:func:`morph_coefficients`)
+  while the camera orbits slowly (:func:`orbit_azimuths`), and renders each pose (:func:`render_morph`).
+
+The templates here carry expression blendshapes only: FLAME's jaw *pose* (a joint rotation with
+linear blend skinning) is not modelled; the built-in head opens its jaw with the ``mouth_open``
+blendshape.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..face.expression_text import UnknownExpression, match_words
+from ..render.media import render_views
+from ..render.splats import Splats
+from .gaussians import MeshGaussians
+from .template import BUILTIN_EXPRESSIONS, HeadTemplate
+
+#: emotion class -> built-in blendshape coefficients of a clear expression at weight 1
+BUILTIN_EMOTION_SHAPES: dict[str, dict[str, float]] = {
+    "neutral": {},
+    "happy": {"smile": 1.0, "mouth_open": 0.15, "eyes_wide": 0.1},
+    "surprise": {"mouth_open": 0.8, "brow_raise": 1.0, "eyes_wide": 1.0},
+    "sad": {"frown": 1.0, "brow_furrow": 0.4, "lips_pressed": 0.3},
+    "angry": {"brow_furrow": 1.0, "lips_pressed": 0.8, "frown": 0.3},
+    "disgust": {"frown": 0.6, "brow_furrow": 0.6, "lips_pressed": 0.4},
+    "fear": {"brow_raise": 0.8, "eyes_wide": 1.0, "mouth_open": 0.35, "frown": 0.4},
+}
+
+
+def split_weight(spec: str) -> tuple[str, float]:
+    """``"smile:0.6"`` -> ``("smile", 0.6)``; no ``:number`` suffix -> weight 1."""
+    name, sep, weight = spec.rpartition(":")
+    if sep:
+        try:
+            return name.strip(), float(weight)
+        except ValueError:
+            pass
+    return spec.strip(), 1.0
+
+
+def target_coefficients(spec: str, template: HeadTemplate) -> tuple[torch.Tensor, str]:
+    """``[K]`` coefficients requested by ``EXPRESSION[:WEIGHT]`` and a one-line description.
+
+    Raises:
+        ValueError: empty request, an unknown component, emotion text on a template without emotion
+            presets, or text the word list cannot map (:class:`UnknownExpression`).
+    """
+    if not spec.strip():
+        raise ValueError("empty expression request; give e.g. --to surprise:0.8 or --to smile:0.5")
+    names = template.expression_names
+    parts = [split_weight(p) for p in spec.split(",")]
+    if all(name in names for name, _ in parts):
+        coeffs = template.expression_coefficients(**{name: w for name, w in parts})
+        return coeffs, ", ".join(f"{name}={w:g}" for name, w in parts)
+    if len(parts) > 1:
+        unknown = [name for name, _ in parts if name not in names]
+        raise ValueError(f"unknown component(s) {unknown} of template {template.name!r}; it has {names}")
+    text, weight = parts[0]
+    if tuple(names) != BUILTIN_EXPRESSIONS:
+        raise ValueError(f"{text!r}: emotion presets exist for the built-in head's blendshapes only; template "
+                         f"{template.name!r} has {len(names)} components: name them, e.g. "
+                         f"--to {names[0] if names else 'COMPONENT'}:1.5")
+    try:
+        match = match_words(text)
+    except UnknownExpression as exc:
+        raise UnknownExpression(f"{exc}; or name blendshapes: {', '.join(names)}") from None
+    shape = BUILTIN_EMOTION_SHAPES[match.emotion]
+    coeffs = template.expression_coefficients(**{k: weight * v for k, v in shape.items()})
+    return coeffs, f"{match.describe()} × {weight:g}"
+
+
+def morph_coefficients(start: torch.Tensor, end: torch.Tensor, frames: int) -> torch.Tensor:
+    """``[T, K]`` linear path: frame i holds ``(1 − t)·start + t·end``, t = i / (T − 1) (T = 1: ``end``)."""
+    if frames < 1:
+        raise ValueError(f"a morph needs at least one frame, got {frames}")
+    t = torch.linspace(0.0, 1.0, frames, dtype=start.dtype) if frames > 1 else torch.ones(1, dtype=start.dtype)
+    return (1 - t)[:, None] * start[None] + t[:, None] * end.to(start)[None]
+
+
+def orbit_azimuths(frames: int, orbit_deg: float) -> np.ndarray:
+    """``[T]`` azimuths in degrees, from −orbit/2 to +orbit/2 (0 = frontal; orbit 0: always frontal)."""
+    return np.linspace(-orbit_deg / 2, orbit_deg / 2, frames) if frames > 1 else np.zeros(1)
+
+
+@torch.no_grad()
+def posed_splats(gaussians: MeshGaussians, coefficients: torch.Tensor) -> Splats:
+    """World splats of the avatar with expression ``coefficients`` ``[K]``."""
+    template = gaussians.template
+    device = gaussians.face_ids.device
+    return gaussians.to_world(template.deform(coefficients.to(device)).to(device))
+
+
+def render_morph(gaussians: MeshGaussians, coefficients: torch.Tensor, azimuths_deg, resolution: int = 256,
+                 on_pose: Callable[[int, Splats], None] | None = None, **render_kwargs) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]``: frame i is the avatar posed with ``coefficients[i]`` seen at ``azimuths_deg[i]``.
+
+    ``on_pose(i, splats)`` is called with every frame's posed splats (e.g. to write some as ``.ply``).
+    ``render_kwargs`` go to :func:`sie3d.render.media.render_views` (camera_cfg, backend, background...).
+    """
+    if len(coefficients) != len(azimuths_deg):
+        raise ValueError(f"{len(coefficients)} poses but {len(azimuths_deg)} azimuths")
+    frames = []
+    for i, (coeffs, azimuth) in enumerate(zip(coefficients, azimuths_deg)):
+        splats = posed_splats(gaussians, coeffs)
+        if on_pose is not None:
+            on_pose(i, splats)
+        frames.append(render_views(splats, [float(azimuth)], resolution, **render_kwargs)[0])
+    return np.stack(frames)
