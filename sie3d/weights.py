@@ -216,6 +216,19 @@ REGISTRY: dict[str, ModelSpec] = {
                   sha256={"face_recognition_sface_2021dec_int8bq.onnx":
                           "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"},
                   offline=True),
+        ModelSpec("mediapipe-face-landmark", "MediaPipe 468-point 3D face landmarks (TFLite, fp16)",
+                  WheelSource("mediapipe==0.10.21", "mediapipe/modules/face_landmark/face_landmark.tflite"),
+                  1_242_398, "Apache-2.0",
+                  sha256={"face_landmark.tflite":
+                          "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814"},
+                  offline=True),
+        ModelSpec("mediapipe-selfie-segmentation", "MediaPipe selfie (person) segmentation (TFLite, 256x256)",
+                  WheelSource("mediapipe==0.10.21",
+                              "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite"),
+                  249_505, "Apache-2.0",
+                  sha256={"selfie_segmentation.tflite":
+                          "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c"},
+                  offline=True),
         ModelSpec("clip-bpe-vocab", "OpenAI CLIP BPE vocabulary (bpe_simple_vocab_16e6)",
                   WheelSource("open_clip_torch==3.3.0", "open_clip/bpe_simple_vocab_16e6.txt.gz"),
                   1_356_917, "MIT",
