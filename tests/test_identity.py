@@ -179,3 +179,64 @@ def test_sface_equals_opencvs_own_recognizer_pipeline(astronaut):
     assert cosine_similarity(ours, encoder.embed(mirrored, detect_faces(mirrored, "dlib")[0])) > SFACE_SAME_PERSON
     suit = detect_faces(image, "dlib")[1]  # the false detection on the suit is not her
     assert cosine_similarity(ours, encoder.embed(image, suit)) < SFACE_SAME_PERSON
+
+
+def write_arcface_with_input_normalisation(path, seed=0):
+    """The tiny ArcFace-layout model with converted-MXNet head nodes: ``_minusscalar0`` (x − 127.5) and
+    ``_mulscalar0`` (× 0.0078125) before the conv, as in insightface's glintr100."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    conv = rng.normal(0, 0.1, (4, 3, 8, 8)).astype(np.float32)
+    dense = rng.normal(0, 0.1, (4 * 14 * 14, 512)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Sub", ["input.1", "mean"], ["centred"], name="_minusscalar0"),
+         helper.make_node("Mul", ["centred", "scale"], ["scaled"], name="_mulscalar0"),
+         helper.make_node("Conv", ["scaled", "w"], ["c"], strides=[8, 8], kernel_shape=[8, 8]),
+         helper.make_node("Flatten", ["c"], ["f"], axis=1),
+         helper.make_node("MatMul", ["f", "d"], ["683"])],
+        "arcface_stub_normalising",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])],
+        initializer=[numpy_helper.from_array(np.float32(127.5), "mean"),
+                     numpy_helper.from_array(np.float32(0.0078125), "scale"),
+                     numpy_helper.from_array(conv, "w"), numpy_helper.from_array(dense, "d")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return conv, dense
+
+
+def test_arcface_input_normalisation_is_read_from_the_graph(tmp_path, astronaut):
+    """A graph that normalises itself gets raw pixels (insightface's rule): the same features as the
+    plain graph fed (x − 127.5)/127.5, up to 127.5 vs 128 in the scale."""
+    pytest.importorskip("onnxruntime")
+    from sie3d.face.identity import input_normalisation
+
+    image, face = astronaut
+    write_tiny_arcface(tmp_path / "plain.onnx", seed=4)
+    conv, dense = write_arcface_with_input_normalisation(tmp_path / "normalising.onnx", seed=4)
+    assert input_normalisation(tmp_path / "plain.onnx") == (127.5, 127.5)
+    assert input_normalisation(tmp_path / "normalising.onnx") == (0.0, 1.0)
+
+    matrix = skimage_similarity(face.landmarks, ARCFACE_TEMPLATE_112)
+    aligned = cv2.warpAffine(image, matrix, (112, 112), flags=cv2.INTER_LINEAR)
+    x = (aligned.astype(np.float64) - 127.5) * 0.0078125  # what the graph's own head computes
+    features = np.einsum("ocyx,iyjxc->oij", conv, x.reshape(14, 8, 14, 8, 3)).reshape(-1)
+    encoder = make_identity_encoder("arcface", model_file=tmp_path / "normalising.onnx")
+    assert np.allclose(encoder.raw(image, face), features @ dense, atol=1e-4)
+    plain = make_identity_encoder("arcface", model_file=tmp_path / "plain.onnx")
+    assert cosine_similarity(encoder.embed(image, face), plain.embed(image, face)) > 0.9999
+
+
+def test_arc2face_identity_never_falls_back_to_glintr100_silently(sie3d_home, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from sie3d.face.identity import arcface_model_file
+
+    antelope = sie3d_home / "models" / "antelopev2"
+    antelope.mkdir(parents=True)
+    write_tiny_arcface(antelope / "glintr100.onnx")
+    (antelope / "scrfd_10g_bnkps.onnx").write_bytes(b"stub")
+    with pytest.raises(ModelNotAvailable, match="arc2face-arcface.*models.allow_glintr100_identity=true"):
+        make_identity_encoder("arcface")
+    assert arcface_model_file("arcface", allow_glintr100=True) == antelope / "glintr100.onnx"
+    assert make_identity_encoder("arcface", allow_glintr100=True).dim == 512

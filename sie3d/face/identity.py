@@ -2,8 +2,8 @@
 and OpenCV's SFace (ONNX from a PyPI wheel, the offline held-out judge).
 
 Every :class:`IdentityEncoder` returns L2-normalised vectors, so :func:`cosine_similarity` of two
-embeddings is their dot product. Arc2Face conditioning needs ArcFace's 512-d vector (glintr100, the
-``arc2face-arcface`` / ``antelopev2`` file); dlib's descriptor (offline) is a different embedding
+embeddings is their dot product. Arc2Face conditioning needs the 512-d vector of Arc2Face's own
+``arcface.onnx`` (``arc2face-arcface``; antelopev2's glintr100 only by opt-in); dlib's descriptor (offline) is a different embedding
 space and is only a stand-in for the offline profile. dlib's own same-person rule is a Euclidean
 distance below 0.6 between *raw* descriptors (:func:`dlib_distance`). SFace (MobileFaceNet-like,
 trained with the sigmoid-constrained hypersphere loss) is neither: offline it is the identity judge
@@ -25,9 +25,14 @@ from .detect import Face
 
 #: registry models holding an ArcFace ONNX recognizer, per encoder name, first available wins
 ARCFACE_SOURCES = {
-    "arcface": (("arc2face-arcface", None), ("antelopev2", "glintr100.onnx")),
+    "arcface": (("arc2face-arcface", None),),
     "arcface-metric": (("id-metric-arcface", None),),
 }
+#: antelopev2's recognizer: another identity space than Arc2Face's ``arcface.onnx``; used for
+#: ``arcface`` only when the user opts in (``models.allow_glintr100_identity``)
+GLINTR100 = ("antelopev2", "glintr100.onnx")
+#: insightface's rule: a recognizer whose first nodes hold both a Sub and a Mul normalises inside the graph
+_GRAPH_HEAD_NODES = 8
 ENCODERS = ("arcface", "arcface-metric", "dlib", "sface")
 DLIB_SAME_PERSON = 0.6  # dlib's threshold on the Euclidean distance of raw descriptors
 SFACE_SAME_PERSON = 0.363  # OpenCV's cosine threshold for SFace (FaceRecognizerSF, FR_COSINE)
@@ -77,11 +82,26 @@ def face_landmarks5(image: np.ndarray, face: Face) -> np.ndarray:
     return landmarks5_from_68(landmarks_68(image, face))
 
 
-class ArcFaceEncoder:
-    """An insightface ArcFace ONNX recognizer (glintr100, w600k_r50) run with onnxruntime.
+def input_normalisation(model_file: str | Path) -> tuple[float, float]:
+    """(mean, std) of an insightface recognizer's input, read from its graph as insightface does.
 
-    Input ``[1, 3, 112, 112]`` RGB, ``(x − 127.5) / 127.5``, the face warped onto the ArcFace
-    5-point template; output ``[1, 512]``.
+    When a node among the graph's first 8 is named like a Sub (``Sub*``, ``_minus*``) and another
+    like a Mul (``Mul*``, ``_mul*``), the network normalises its input itself (converted MXNet models)
+    and takes raw pixels: (0, 1). Otherwise it wants ``(x − 127.5) / 127.5``: (127.5, 127.5).
+    """
+    import onnx
+
+    head = onnx.load(str(model_file), load_external_data=False).graph.node[:_GRAPH_HEAD_NODES]
+    has_sub = any(n.name.startswith(("Sub", "_minus")) for n in head)
+    has_mul = any(n.name.startswith(("Mul", "_mul")) for n in head)
+    return (0.0, 1.0) if has_sub and has_mul else (127.5, 127.5)
+
+
+class ArcFaceEncoder:
+    """An insightface ArcFace ONNX recognizer (arcface.onnx, glintr100, w600k_r50) run with onnxruntime.
+
+    Input ``[1, 3, 112, 112]`` RGB, ``(x − mean) / std`` with (mean, std) from
+    :func:`input_normalisation`, the face warped onto the ArcFace 5-point template; output ``[1, 512]``.
     """
 
     def __init__(self, model_file: str | Path, name: str = "arcface"):
@@ -92,11 +112,11 @@ class ArcFaceEncoder:
         self.session = open_session(str(self.model_file))
         self.input_name = self.session.get_inputs()[0].name
         self.dim = int(self.session.get_outputs()[0].shape[-1])
+        self.input_mean, self.input_std = input_normalisation(self.model_file)
 
-    @staticmethod
-    def blob(aligned: np.ndarray) -> np.ndarray:
+    def blob(self, aligned: np.ndarray) -> np.ndarray:
         """``[112, 112, 3]`` uint8 RGB -> ``[1, 3, 112, 112]`` float32 network input."""
-        x = (aligned.astype(np.float32) - 127.5) / 127.5
+        x = (aligned.astype(np.float32) - self.input_mean) / self.input_std
         return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
     def raw(self, image: np.ndarray, face: Face) -> np.ndarray:
@@ -152,32 +172,45 @@ class SFaceEncoder:
         return l2_normalize(self.raw(image, face)).astype(np.float32)
 
 
-def arcface_model_file(name: str = "arcface") -> Path:
-    """The first cached ONNX file for an ArcFace encoder name (raises ModelNotAvailable)."""
+def arcface_model_file(name: str = "arcface", allow_glintr100: bool = False) -> Path:
+    """The first cached ONNX file for an ArcFace encoder name (raises ModelNotAvailable).
+
+    ``arcface`` is Arc2Face's ``arcface.onnx``; antelopev2's ``glintr100.onnx`` (not the identity
+    space Arc2Face was trained on) stands in only with ``allow_glintr100``.
+    """
     if name not in ARCFACE_SOURCES:
         raise ValueError(f"unknown ArcFace encoder '{name}'; choose one of {', '.join(ARCFACE_SOURCES)}")
-    for model, member in ARCFACE_SOURCES[name]:
+    sources = ARCFACE_SOURCES[name] + ((GLINTR100,) if name == "arcface" and allow_glintr100 else ())
+    for model, member in sources:
         if is_available(model):
             path = model_path(model)
             return path / member if member else path
     first = ARCFACE_SOURCES[name][0][0]
-    model_path(first)  # raises ModelNotAvailable with the fetch command
+    try:
+        model_path(first)
+    except ModelNotAvailable as exc:
+        hint = ("; antelopev2's glintr100.onnx is cached but is not Arc2Face's identity space (set "
+                "models.allow_glintr100_identity=true to use it anyway)"
+                if name == "arcface" and is_available(GLINTR100[0]) else "")
+        raise ModelNotAvailable(f"{exc}{hint}") from None
     raise ModelNotAvailable(first)  # pragma: no cover
 
 
-def make_identity_encoder(name: str = "dlib", model_file: str | Path | None = None) -> IdentityEncoder:
+def make_identity_encoder(name: str = "dlib", model_file: str | Path | None = None,
+                          allow_glintr100: bool = False) -> IdentityEncoder:
     """``arcface`` (Arc2Face's glintr100), ``arcface-metric`` (w600k_r50, the ID metric), ``dlib`` or
     ``sface`` (OpenCV's, the offline held-out judge).
 
     Args:
         model_file: an ONNX file (ArcFace layout, or SFace's) instead of the registry's.
+        allow_glintr100: let ``arcface`` fall back to antelopev2's glintr100 (see :func:`arcface_model_file`).
     """
     if name == "dlib":
         return DlibEncoder()
     if name == "sface":
         return SFaceEncoder(model_file)
     if name in ARCFACE_SOURCES:
-        return ArcFaceEncoder(model_file or arcface_model_file(name), name=name)
+        return ArcFaceEncoder(model_file or arcface_model_file(name, allow_glintr100), name=name)
     raise ValueError(f"unknown identity encoder '{name}'; choose one of {', '.join(ENCODERS)}")
 
 
