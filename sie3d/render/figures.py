@@ -17,19 +17,20 @@ from matplotlib.path import Path as MplPath
 #: box name -> (package title, body, grid column, grid row, colour); row 0 is the top
 PIPELINE_BOXES: dict[str, tuple[str, str, int, int, str]] = {
     "photo": ("photo", "one portrait", 0, 0, "#dbe9f6"),
-    "text": ("text", "expression, accessory,\nintensity η", 0, 1, "#dbe9f6"),
+    "text": ("text", "expression,\naccessory,\nintensity η", 0, 1, "#dbe9f6"),
     "template": ("head template", "built-in, FLAME\nor any mesh", 0, 2, "#dbe9f6"),
-    "face": ("face", "detect + align, identity\n(512-d), 68 landmarks", 1, 0, "#e8e0f4"),
-    "conditioning": ("diffusion · conditioning", "c_default → c_view (eq 2)\n→ c_expr (eq 4, 6) → c_acc (eq 5)",
+    "face": ("face", "detect + align,\nidentity (512-d),\n68 landmarks", 1, 0, "#e8e0f4"),
+    "conditioning": ("diffusion", "conditioning:\nc_default → c_view (2)\n→ c_expr (4, 6) → c_acc (5)",
                      1, 1, "#fde9d9"),
-    "avatar": ("avatar", "mesh-bound Gaussians\n+ blendshape coefficients", 1, 2, "#e2f0d9"),
-    "subject": ("subject", "prepared once: expression fit,\nreference view, emotion crop", 2, 0, "#e8e0f4"),
-    "guidance": ("diffusion · ISM guidance", "Arc2Face UNet\n+ Perp-Neg views", 2, 1, "#fde9d9"),
-    "render": ("render", "cameras → rasterize\n(gsplat / tiled PyTorch)", 2, 2, "#e2f0d9"),
-    "train": ("train", "Σ λ·L (eq 9): ISM, emotion,\npos, lap, TV, scale, ref", 3, 1, "#eeeeee"),
-    "emotion": ("face · emotion", "classifier on the render,\nL_emotion (eq 8)", 3, 2, "#fff2cc"),
-    "generate": ("generate", "runs the loop; writes avatar.ply,\nrenders, turntable, summary.json", 1, 3, "#f2f2f2"),
-    "evaluation": ("evaluation", "ID ↑, NPS ↓, FID ↓,\nablations (Tables 1, 2)", 2, 3, "#f2f2f2"),
+    "avatar": ("avatar", "mesh-bound Gaussians,\nblendshape\ncoefficients", 1, 2, "#e2f0d9"),
+    "subject": ("subject", "prepared once:\nexpression fit,\nreference view", 2, 0, "#e8e0f4"),
+    "guidance": ("diffusion", "ISM guidance:\nArc2Face UNet,\nPerp-Neg views", 2, 1, "#fde9d9"),
+    "render": ("render", "cameras →\nrasterize (gsplat\nor PyTorch)", 2, 2, "#e2f0d9"),
+    "train": ("train", "Σ λ·L (9): ISM,\nemotion, pos, lap,\nTV, scale, ref", 3, 1, "#eeeeee"),
+    "emotion": ("face", "emotion classifier\non the render,\nL_emotion (8)", 3, 2, "#fff2cc"),
+    "generate": ("generate", "runs the loop; writes\navatar.ply, renders,\nturntable, summary.json", 1, 3,
+                 "#f2f2f2"),
+    "evaluation": ("evaluation", "ID ↑, NPS ↓, FID ↓,\nablations\n(Tables 1, 2)", 2, 3, "#f2f2f2"),
 }
 
 #: (from, to, label): straight arrows between neighbouring grid cells (same row or same column)
@@ -41,7 +42,7 @@ PIPELINE_ARROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 _PAD = 0.09  # inches of padding between a box's text and its edge
-_GAP = 0.5   # inches between neighbouring boxes (room for an arrow and its label)
+_GAP = 0.42  # inches between neighbouring boxes (room for an arrow and its label)
 _LOOP = 0.25  # inches between the right column and the feedback arrow
 
 
@@ -149,14 +150,15 @@ def pipeline_diagram(fig: plt.Figure, fontsize: float = 9.0) -> Diagram:
     vx = centre("avatar")[0]
     draw("train", "avatar", [(T[2], centre("train")[1]), (right, centre("train")[1]), (right, lane_y),
                              (vx, lane_y), (vx, V[1])])
-    ax.text((vx + right) / 2, lane_y - 0.04, "update the Gaussians and coefficients (Adam)",
+    ax.text((vx + right) / 2, lane_y - 0.04, "update Gaussians and coefficients (Adam)",
             fontsize=fontsize - 0.5, style="italic", ha="center", va="top")
     fig.canvas.draw()
     return diagram
 
 
 def pipeline_figure(fontsize: float = 9.0) -> plt.Figure:
-    """The SIE3D data flow (paper Fig. 1 redrawn with the package's module names), sized to its text."""
+    """The SIE3D data flow (paper Fig. 1 redrawn with the package's module names; numbers are the paper's
+    equations), sized to its text."""
     fig = plt.figure(figsize=(8, 5))
     pipeline_diagram(fig, fontsize=fontsize)
     return fig
