@@ -1,0 +1,84 @@
+"""Avatars on a web page: a run's splats as ``.spz`` beside the viewer page (:mod:`sie3d.render.web_viewer`).
+
+:func:`stage_avatar` puts one avatar (a run directory, a ``.ply`` in either convention, or an ``.spz``)
+into an installed viewer folder and returns the page's query string; :func:`show_avatar` does that
+for the book (the folder ``book/_extra/sie3d-viewer`` is copied to the site root by Jupyter Book) and
+returns the ``<iframe>`` a notebook displays.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from ..config import CameraConfig, config_from_dict, read_params_file
+from ..render.web_viewer import AVATARS, iframe_html, viewer_query
+from .ply import load_ply
+from .spz import save_spz
+
+RUN_PLY, RUN_SPZ, RUN_TURNTABLE, RUN_CONFIG = "avatar.ply", "avatar.spz", "turntable.gif", "config.yaml"
+#: the viewer folder inside the book sources (``html_extra_path: [_extra]`` in book/_config.yml)
+BOOK_VIEWER = Path("_extra") / "sie3d-viewer"
+#: how an executed notebook page (``_build/html/executed/NN.html``) reaches the viewer page
+BOOK_VIEWER_URL = "../sie3d-viewer/index.html"
+
+
+def export_spz(source: str | Path, dest: str | Path) -> Path:
+    """``dest`` (.spz) from a run directory (its ``avatar.spz``, else its ``avatar.ply``), a ``.ply``
+    (convention read from its header) or an ``.spz`` file."""
+    source, dest = Path(source), Path(dest)
+    if source.is_dir():
+        if not (source / RUN_SPZ).is_file() and not (source / RUN_PLY).is_file():
+            raise FileNotFoundError(f"{source} has neither {RUN_SPZ} nor {RUN_PLY}; is it a finished run directory?")
+        source = source / RUN_SPZ if (source / RUN_SPZ).is_file() else source / RUN_PLY
+    if not source.is_file():
+        raise FileNotFoundError(f"splat file not found: {source}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if source.suffix.lower() == ".spz":
+        shutil.copyfile(source, dest)
+    elif source.suffix.lower() == ".ply":
+        save_spz(load_ply(source), dest)
+    else:
+        raise ValueError(f"{source}: expected a run directory, a .ply or an .spz file")
+    return dest
+
+
+def stage_avatar(source: str | Path, viewer_dir: str | Path, name: str) -> str:
+    """Copy an avatar (and a run's turntable, the no-WebGL fallback) into ``viewer_dir/avatars/`` as
+    ``<name>.spz``; returns the page's query string, its camera the run's frontal evaluation camera."""
+    source, viewer_dir = Path(source), Path(viewer_dir)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"avatar name {name!r}: use letters, digits, '_', '-', '.'")
+    export_spz(source, viewer_dir / AVATARS / f"{name}.spz")
+    cameras, turntable = CameraConfig(), None
+    if source.is_dir():
+        if (source / RUN_CONFIG).is_file():
+            cameras = config_from_dict(read_params_file(source / RUN_CONFIG)).cameras
+        if (source / RUN_TURNTABLE).is_file():
+            shutil.copyfile(source / RUN_TURNTABLE, viewer_dir / AVATARS / f"{name}.gif")
+            turntable = f"{AVATARS}/{name}.gif"
+    return viewer_query(f"{AVATARS}/{name}.spz", up="y", radius=cameras.eval_radius, fovy=cameras.eval_fovy,
+                        turntable=turntable)
+
+
+def book_dir() -> Path:
+    """The book sources: ``$SIE3D_BOOK_DIR``, else ``../book`` of the working directory (notebooks run in
+    ``notebooks/``)."""
+    return Path(os.environ.get("SIE3D_BOOK_DIR") or Path.cwd().parent / "book")
+
+
+def show_avatar(run_dir: str | Path, name: str | None = None, height: int = 420, title: str | None = None):
+    """An interactive orbit viewer of a run's avatar for a book page (``IPython.display.HTML``).
+
+    The avatar goes to ``book/_extra/sie3d-viewer/avatars/<name>.spz``; the built page embeds the
+    viewer page from the book's own files (no other host). ``name`` defaults to the run directory's
+    name prefixed with its parent's.
+    """
+    from IPython.display import HTML
+
+    run_dir = Path(run_dir)
+    name = name or re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{run_dir.parent.name}__{run_dir.name}")
+    query = stage_avatar(run_dir, book_dir() / BOOK_VIEWER, name)
+    return HTML(iframe_html(f"{BOOK_VIEWER_URL}?{query}", height=height, title=title or f"avatar {run_dir.name}"))
