@@ -20,15 +20,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from .avatar.ply import save_ply
 from .config import Config
+from .diffusion.prior import DiffusionPrior
 from .face.detect import detect_faces
 from .face.emotion import EMOTIONS, emotion_box, load_emotion_classifier
 from .face.identity import cosine_similarity, dlib_distance, make_identity_encoder
 from .face.landmarks import expression_measures, landmarks_68
 from .render.media import render_turntable, render_views, save_image, save_turntable, view_grid
-from .avatar.ply import save_ply
 from .runtime import RunDir, resolve_device, write_json_atomic
-from .subject import Subject, make_subject
+from .subject import PreparedSubject, make_subject, prepare_subject
 from .train.trainer import AvatarTrainer, read_metrics
 from .weights import ModelNotAvailable
 
@@ -86,9 +87,13 @@ def _classifiers(config: Config, device: torch.device) -> tuple[dict[str, Any], 
     return loaded, missing
 
 
-def write_outputs(trainer: AvatarTrainer, run: RunDir, subject: Subject, photo_paths: list[str],
+def write_outputs(trainer: AvatarTrainer, run: RunDir, prepared: PreparedSubject, photo_paths: list[str],
                   wall_seconds: float, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Export the avatar and its renders, measure identity / expression, write ``summary.json``."""
+    """Export the avatar and its renders, measure identity / expression, write ``summary.json``.
+
+    The photo's side of every comparison (dlib descriptor, 68 landmarks, face box) comes from
+    ``prepared``; only the renders are detected and measured here.
+    """
     config, device, out = trainer.config, trainer.device, run.path
     cams = config.cameras
     with torch.no_grad():
@@ -109,14 +114,14 @@ def write_outputs(trainer: AvatarTrainer, run: RunDir, subject: Subject, photo_p
     save_turntable(frames, out / "turntable.mp4")
     save_turntable(frames, out / "turntable.gif")
 
-    encoder = make_identity_encoder("dlib")
-    photo_descriptor = encoder.raw(subject.photo, subject.face)
+    subject = prepared.subject
+    photo_descriptor = prepared.descriptor
     classifiers, missing = _classifiers(config, device)
     margin = config.models.emotion_crop_margin
     photo_box = torch.as_tensor(emotion_box(subject.face.box, subject.photo.shape[1], subject.photo.shape[0],
                                             margin), dtype=torch.float32)
     photo_tensor = torch.from_numpy(subject.photo).permute(2, 0, 1)[None].float().to(device) / 255.0
-    photo_report: dict[str, Any] = {"landmarks": expression_measures(landmarks_68(subject.photo, subject.face))}
+    photo_report: dict[str, Any] = {"landmarks": expression_measures(prepared.landmarks)}
     for name, classifier in classifiers.items():
         with torch.no_grad():
             probs = classifier(photo_tensor, photo_box.to(device))[0].cpu()
@@ -154,7 +159,8 @@ def write_outputs(trainer: AvatarTrainer, run: RunDir, subject: Subject, photo_p
 
 def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir: str | Path,
              resume: bool = False, progress: bool = False, sources: Sequence[str] | None = None,
-             extra_manifest: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+             extra_manifest: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+             prior: DiffusionPrior | None = None) -> dict[str, Any]:
     """Build one avatar into ``out_dir``; returns the summary.
 
     Args:
@@ -162,6 +168,7 @@ def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir:
         config: resolved config (apply the request with :func:`configure`).
         resume: continue from the newest checkpoint in ``out_dir`` (same params required).
         sources: names for array photos (recorded in the summary).
+        prior: an already loaded diffusion prior to guide with (``None``: built from ``config.models``).
     """
     out = Path(out_dir)
     if not resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
@@ -173,7 +180,8 @@ def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir:
         inputs.append(str(save_image(image, out / "inputs" / f"photo_{i}.png").resolve()))
     run = RunDir.create(out, config, device, extra={"photo_sources": subject.sources, **(extra_manifest or {})})
     start = time.perf_counter()
-    trainer = AvatarTrainer(config, subject, out, device, progress=progress, log=log)
+    prepared = prepare_subject(subject, config, device)
+    trainer = AvatarTrainer(config, prepared, out, device, prior=prior, progress=progress, log=log)
     if resume:
         trainer.resume()
     try:
@@ -182,7 +190,7 @@ def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir:
         run.finish(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                    error=f"{type(exc).__name__}: {exc}")
         raise
-    summary = write_outputs(trainer, run, subject, inputs, time.perf_counter() - start, log)
+    summary = write_outputs(trainer, run, prepared, inputs, time.perf_counter() - start, log)
     run.finish(status="finished", summary=SUMMARY_FILE)
     log(f"[generate] {out}: frontal dlib distance "
         f"{summary['frontal'].get('dlib_distance', float('nan')):.3f}, {summary['seconds_per_iteration'] or 0:.2f} s/it")

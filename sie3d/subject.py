@@ -1,4 +1,17 @@
-"""The person to build an avatar of: photos, detected faces, and the identity vector for conditioning."""
+"""The person to build an avatar of, prepared once before training.
+
+Two steps, each done once per run:
+
+* :func:`make_subject` -- photos, the face detected in each, and the identity vector that conditions
+  the prior (:class:`Subject`).
+* :func:`prepare_subject` -- everything else derived from the photo, given the template the avatar is
+  bound to (:class:`PreparedSubject`): the reference photo's 68 landmarks and dlib descriptor, its own
+  expression as blendshape coefficients with the similarity that aligns it to the frontal camera, the
+  photo warped into that camera (reference view), and the emotion classifier's crop box.
+
+The trainer (:mod:`sie3d.train`) and the run outputs (:mod:`sie3d.generate`) read these fields; none of
+them detects, embeds or fits the photo again.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +20,19 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
-from .config import ModelsConfig
+from .avatar.expression_fit import ExpressionFit
+from .avatar.reference_view import ReferenceView, align_reference_view, fit_reference, scaled_matrix
+from .avatar.template import HeadTemplate
+from .avatar.template_files import load_template
+from .config import Config, ModelsConfig
 from .face.detect import Face, detect_faces, select_face
+from .face.emotion import emotion_box
 from .face.identity import embed_photos, make_identity_encoder
+from .face.landmarks import landmarks_68
 from .images import load_photo
+from .render.cameras import Cameras, frontal_camera
 
 
 @dataclass
@@ -65,3 +86,80 @@ def make_subject(photos: Sequence[str | Path | np.ndarray], models: ModelsConfig
     encoder = make_identity_encoder(models.identity)
     identity = embed_photos(encoder, images, faces)
     return Subject(images, faces, identity, encoder.name, names)
+
+
+@dataclass
+class PreparedSubject:
+    """A :class:`Subject` with everything the run derives from its reference photo.
+
+    Attributes:
+        subject: photos, faces and conditioning identity.
+        template: the head template the avatar is bound to, on the run's device.
+        frontal: the frontal camera (``render.frontal_resolution``) of the emotion and reference losses.
+        landmarks: ``[68, 2]`` dlib landmarks of the reference photo, photo pixels.
+        descriptor: ``[128]`` dlib descriptor of the reference photo (identity checks of the renders).
+        fit: the photo's own expression and its alignment to the frontal camera; ``None`` when the
+            reference-view loss is off (``loss.lambda_ref == 0``).
+        reference: the photo warped into ``frontal`` with the face-region mask, or ``None`` likewise.
+        photo_expression: ``[K]`` blendshape coefficients of the photo (zeros without a fit).
+        face_box: ``[4]`` emotion-classifier crop in the frontal render, in [0, 1] image units.
+    """
+
+    subject: Subject
+    template: HeadTemplate
+    frontal: Cameras
+    landmarks: np.ndarray
+    descriptor: np.ndarray
+    fit: ExpressionFit | None
+    reference: ReferenceView | None
+    photo_expression: torch.Tensor
+    face_box: torch.Tensor
+
+    @property
+    def photo(self) -> np.ndarray:
+        return self.subject.photo
+
+    @property
+    def face(self) -> Face:
+        return self.subject.face
+
+
+def prepare_subject(subject: Subject, config: Config, device: torch.device,
+                    template: HeadTemplate | None = None) -> PreparedSubject:
+    """Fit, align and measure the reference photo once (see the module docstring).
+
+    Args:
+        template: the head template to bind to; ``None`` loads ``config.models.template``.
+    """
+    template = (template if template is not None else load_template(config.models)).to(device)
+    frontal_resolution = config.render.frontal_resolution or config.render.resolution
+    frontal = frontal_camera(config.cameras, frontal_resolution).to(device)
+    landmarks = landmarks_68(subject.photo, subject.face)
+    descriptor = make_identity_encoder("dlib").raw(subject.photo, subject.face)
+    fit = reference = None
+    if config.loss.lambda_ref > 0:
+        fit = fit_reference(landmarks, template, config.cameras)
+        reference = align_reference_view(subject.photo, fit, template, frontal).to(device)
+    photo_expression = (fit.coefficients.to(device) if fit is not None
+                        else torch.zeros(len(template.expression_names), device=device))
+    face_box = classifier_box(template, frontal, subject.face, fit, config.models.emotion_crop_margin)
+    return PreparedSubject(subject, template, frontal, landmarks, descriptor, fit, reference,
+                           photo_expression, face_box)
+
+
+def classifier_box(template: HeadTemplate, frontal: Cameras, face: Face, fit: ExpressionFit | None,
+                   margin: float) -> torch.Tensor:
+    """``[4]`` normalised emotion-classifier crop in the frontal render.
+
+    The photo's detected face box, carried into the frontal view by the reference alignment, then
+    squared with the classifier's margin exactly as on photos (:func:`sie3d.face.emotion.emotion_box`),
+    so training and evaluation crop faces the same way. Without a photo alignment: the template's
+    projected face region.
+    """
+    if fit is None:
+        return template.frontal_face_box(frontal)
+    matrix = scaled_matrix(fit, frontal)
+    x0, y0, x1, y1 = face.box
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ matrix[:, :2].T + matrix[:, 2]
+    box = np.concatenate([corners.min(0), corners.max(0)])
+    return torch.as_tensor(emotion_box(box, frontal.width, frontal.height, margin), dtype=torch.float32)

@@ -8,11 +8,16 @@ import pytest
 import torch
 from skimage.data import astronaut
 
-from sie3d.evaluation.ablations import ABLATIONS, ablation_label, is_finished, run_ablation_grid, run_ablations
 from sie3d.cli import main
 from sie3d.config import load_config
-from sie3d.evaluation.evaluate import paper_rows
-from sie3d.render.media import save_image
+from sie3d.evaluation.ablations import (
+    ABLATIONS,
+    ablation_label,
+    is_finished,
+    paper_rows,
+    run_ablation_grid,
+    run_ablations,
+)
 from sie3d.evaluation.paper_tables import (
     TABLE1,
     TABLE2,
@@ -22,6 +27,7 @@ from sie3d.evaluation.paper_tables import (
     comparison_markdown,
     markdown_table,
 )
+from sie3d.render.media import save_image
 from sie3d.runtime import RunDir
 
 matplotlib.use("Agg")

@@ -5,9 +5,16 @@ import math
 import pytest
 import torch
 
-from sie3d.render.cameras import (CameraSampler, frontal_camera, orbit_cameras, orbit_position, project_points, view_label,
-                           wrap_azimuth)
 from sie3d.config import CameraConfig
+from sie3d.render.cameras import (
+    CameraSampler,
+    frontal_camera,
+    orbit_cameras,
+    orbit_position,
+    project_points,
+    view_label,
+    wrap_azimuth,
+)
 
 
 def test_orbit_positions_follow_the_documented_convention():

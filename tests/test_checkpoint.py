@@ -3,8 +3,16 @@ import random
 import numpy as np
 import torch
 
-from sie3d.train.checkpoint import (capture_rng, checkpoint_path, latest_checkpoint, list_checkpoints,
-                              load_checkpoint, prune_checkpoints, restore_rng, save_checkpoint)
+from sie3d.train.checkpoint import (
+    capture_rng,
+    checkpoint_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng,
+    save_checkpoint,
+)
 
 
 def test_save_load_latest_and_prune(tmp_path):

@@ -7,8 +7,17 @@ import pytest
 import torch
 
 from sie3d.config import ConditioningConfig
-from sie3d.diffusion.conditioning import (attribute_blend, build_conditioning, cfg_batch, cosine_similarity_matrix,
-                                intensity_blend, perp_neg_view_mix, split_cfg, view_blend, wrap_azimuth)
+from sie3d.diffusion.conditioning import (
+    attribute_blend,
+    build_conditioning,
+    cfg_batch,
+    cosine_similarity_matrix,
+    intensity_blend,
+    perp_neg_view_mix,
+    split_cfg,
+    view_blend,
+    wrap_azimuth,
+)
 
 # ----------------------------------------------------------------------------------- the equations
 

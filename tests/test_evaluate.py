@@ -12,10 +12,13 @@ from skimage.data import astronaut
 
 from sie3d.cli import main
 from sie3d.config import load_config, save_config
-from sie3d.evaluation.evaluate import Evaluator, RunLayoutError, evaluate_runs, paper_rows, read_run
+from sie3d.evaluation.ablations import paper_rows
+from sie3d.evaluation.evaluate import evaluate_runs
+from sie3d.evaluation.evaluator import Evaluator
 from sie3d.evaluation.features import DlibDescriptorFeatures
-from sie3d.images import load_photo
 from sie3d.evaluation.metrics import frechet_distance_from_features, kid
+from sie3d.evaluation.run_files import RunLayoutError, read_run
+from sie3d.images import load_photo
 from sie3d.weights import model_path
 
 FACE_CROP = (20, 236, 112, 328)  # y0, y1, x0, x1 around the astronaut's face (dlib box 175,76-266,167)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from helpers_avatar import sphere_template
 
-from sie3d.config import GaussiansConfig, OptimConfig
 from sie3d.avatar.gaussians import MeshGaussians, face_frames, quat_multiply, rotmat_to_quat
-from sie3d.render.rasterize import covariance_3d, quat_to_rotmat
 from sie3d.avatar.template import signed_volume, subdivide_template
+from sie3d.config import GaussiansConfig, OptimConfig
+from sie3d.render.rasterize import covariance_3d, quat_to_rotmat
 
 
 @pytest.fixture

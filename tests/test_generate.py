@@ -11,8 +11,8 @@ import imageio.v3 as iio
 import pytest
 from skimage.data import astronaut
 
-from sie3d.cli import main
 from sie3d.avatar.ply import load_ply
+from sie3d.cli import main
 
 OUTPUTS = ("avatar.ply", "turntable.mp4", "turntable.gif", "views.png", "frontal.png", "metrics.jsonl",
            "summary.json", "config.yaml", "manifest.json")

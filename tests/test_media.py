@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from sie3d.render.cameras import orbit_cameras
-from sie3d.cli import main
-from sie3d.config import Config, CameraConfig, save_config
-from sie3d.render.media import render_turntable, render_views, save_turntable, to_uint8, view_grid
 from sie3d.avatar.ply import save_ply
+from sie3d.cli import main
+from sie3d.config import CameraConfig, Config, save_config
+from sie3d.render.cameras import orbit_cameras
+from sie3d.render.media import render_turntable, render_views, save_turntable, to_uint8, view_grid
 from sie3d.render.renderer import render
 from sie3d.render.splats import random_splats
 

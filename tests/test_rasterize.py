@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from sie3d.render.cameras import orbit_cameras
-from sie3d.render.rasterize import (ALPHA_MAX, EPS2D, composite_dense, composite_tiled, covariance_3d, project_gaussians,
-                             quat_to_rotmat)
+from sie3d.render.rasterize import (
+    ALPHA_MAX,
+    EPS2D,
+    composite_dense,
+    composite_tiled,
+    covariance_3d,
+    project_gaussians,
+    quat_to_rotmat,
+)
 from sie3d.render.renderer import render, resolve_backend
 from sie3d.render.splats import Splats, random_splats
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from helpers_avatar import sphere_template
 
-from sie3d.render.cameras import orbit_cameras
-from sie3d.config import GaussiansConfig, OptimConfig
 from sie3d.avatar.gaussians import MeshGaussians
-from sie3d.render.renderer import RenderOutput, render
 from sie3d.avatar.strategy import SPLIT_SHRINK, DensifyStrategy
+from sie3d.config import GaussiansConfig, OptimConfig
+from sie3d.render.cameras import orbit_cameras
+from sie3d.render.renderer import RenderOutput, render
 
 
 def setup(**overrides):

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from sie3d.render.cameras import frontal_camera, project_points
+from sie3d.avatar.builtin_head import builtin_head
+from sie3d.avatar.template import BUILTIN_EXPRESSIONS, HeadTemplate, midpoint_subdivision, signed_volume, subdivide_template
+from sie3d.avatar.template_files import load_flame_template, load_mesh_template, load_template, read_flame
 from sie3d.config import CameraConfig, ModelsConfig
-from sie3d.avatar.template import (BUILTIN_EXPRESSIONS, HeadTemplate, builtin_head, load_flame_template, load_mesh_template,
-                            load_template, midpoint_subdivision, read_flame, signed_volume, subdivide_template)
+from sie3d.render.cameras import frontal_camera, project_points
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,20 @@ import gzip
 import pytest
 from transformers import CLIPTokenizer
 
-from sie3d.diffusion.tokenizer import (BOS_ID, EOS_ID, MAX_LENGTH, VOCAB_SIZE, TokenizerError, byte_symbols,
-                             check_clip_tokenizer, clip_vocabulary, load_clip_tokenizer, read_merges,
-                             tokenizer_from_dir, write_tokenizer_files)
+from sie3d.diffusion.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    MAX_LENGTH,
+    VOCAB_SIZE,
+    TokenizerError,
+    byte_symbols,
+    check_clip_tokenizer,
+    clip_vocabulary,
+    load_clip_tokenizer,
+    read_merges,
+    tokenizer_from_dir,
+    write_tokenizer_files,
+)
 from sie3d.weights import model_path
 
 pytestmark = pytest.mark.needs_offline_models

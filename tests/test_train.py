@@ -6,9 +6,9 @@ import pytest
 import torch
 from skimage.data import astronaut
 
-from sie3d.train.checkpoint import latest_checkpoint, load_checkpoint
 from sie3d.config import load_config
-from sie3d.subject import make_subject
+from sie3d.subject import make_subject, prepare_subject
+from sie3d.train.checkpoint import latest_checkpoint, load_checkpoint
 from sie3d.train.trainer import AvatarTrainer, TrainingDiverged, read_metrics
 
 TINY = ["render.resolution=24", "render.frontal_resolution=128", "train.iterations=4", "train.batch_size=1",
@@ -30,7 +30,8 @@ def repo_root_module():
 
 def _trainer(repo_root, subject, run_dir, extra=()):
     config = load_config(repo_root / "params/quick.yaml", overrides=[*TINY, *extra])
-    return AvatarTrainer(config, subject, run_dir, torch.device("cpu"), log=lambda *_: None)
+    device = torch.device("cpu")
+    return AvatarTrainer(config, prepare_subject(subject, config, device), run_dir, device, log=lambda *_: None)
 
 
 def _state(trainer):

@@ -8,8 +8,16 @@ import zipfile
 import pytest
 
 from sie3d import weights
-from sie3d.weights import (ChecksumMismatch, ModelNotAvailable, ModelSpec, UrlSource, WheelSource,
-                           download, model_path, verify)
+from sie3d.weights import (
+    ChecksumMismatch,
+    ModelNotAvailable,
+    ModelSpec,
+    UrlSource,
+    WheelSource,
+    download,
+    model_path,
+    verify,
+)
 
 
 def _sha(data: bytes) -> str:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..render.cameras import Cameras, project_points
 from ..face.align import similarity_transform
+from ..render.cameras import Cameras, project_points
 
 #: (iBUG indices averaged, image-left / image-right) -> template landmark pair (subject's left/right)
 PAIRED = [

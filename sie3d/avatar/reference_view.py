@@ -20,8 +20,6 @@ import torch.nn.functional as F
 
 from ..render.cameras import Cameras, frontal_camera, project_points
 from .expression_fit import ExpressionFit, fit_photo_expression
-from ..face.detect import Face
-from ..face.landmarks import landmarks_68
 
 #: resolution of the camera in which the photo's expression is fitted (matrices scale linearly)
 FIT_RESOLUTION = 512
@@ -47,10 +45,11 @@ class ReferenceView:
         return ReferenceView(self.image.to(device), self.mask.to(device), self.background.to(device), self.matrix)
 
 
-def fit_reference(photo: np.ndarray, face: Face, template, camera_cfg) -> ExpressionFit:
-    """The photo's expression coefficients and alignment (in a ``FIT_RESOLUTION`` frontal camera)."""
+def fit_reference(landmarks: np.ndarray, template, camera_cfg) -> ExpressionFit:
+    """The photo's expression coefficients and alignment (in a ``FIT_RESOLUTION`` frontal camera)
+    from its ``[68, 2]`` dlib landmarks (photo pixels)."""
     camera = frontal_camera(camera_cfg, FIT_RESOLUTION).to(template.vertices.device)
-    return fit_photo_expression(landmarks_68(photo, face), template, camera)
+    return fit_photo_expression(landmarks, template, camera)
 
 
 def scaled_matrix(fit: ExpressionFit, camera: Cameras) -> np.ndarray:

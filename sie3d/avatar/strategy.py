@@ -30,9 +30,9 @@ import math
 import torch
 
 from ..config import GaussiansConfig
-from .gaussians import MeshGaussians
 from ..render.rasterize import quat_to_rotmat
 from ..render.renderer import RenderOutput
+from .gaussians import MeshGaussians
 
 SPLIT_SHRINK = 1.6  #: a split Gaussian's children have its scales divided by this
 

@@ -32,7 +32,6 @@ that spent it; the total is a little above an asynchronous run's).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -113,8 +112,8 @@ def random_sd15_prior(device, half_precision: bool = True, unet: dict | None = N
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from ..diffusion.prior import ARCFACE_DIM, SD15_SCHEDULE, DiffusionPrior, _seeded
-    from ..runtime import diffusion_dtype
     from ..diffusion.tokenizer import BOS_ID, EOS_ID, MAX_LENGTH, VOCAB_SIZE, load_clip_tokenizer
+    from ..runtime import diffusion_dtype
 
     text_cfg = CLIPTextConfig(vocab_size=VOCAB_SIZE, max_position_embeddings=MAX_LENGTH, bos_token_id=BOS_ID,
                               eos_token_id=EOS_ID, pad_token_id=EOS_ID, **{**CLIP_L_TEXT, **(text or {})})
@@ -128,24 +127,6 @@ def random_sd15_prior(device, half_precision: bool = True, unet: dict | None = N
                            unet_dtype=diffusion_dtype(device, half_precision), identity_dim=ARCFACE_DIM,
                            identity_seed=seed, **parts)
     return prior.to(device)
-
-
-@contextlib.contextmanager
-def _trainer_prior(prior):
-    """Make the trainer use ``prior`` (None: the one its config names).
-
-    :class:`sie3d.train.trainer.AvatarTrainer` builds its prior from ``config.models.prior``, and no config
-    value names a random full-size network, so the constructor is pointed at this one while it runs.
-    """
-    if prior is None:
-        yield
-        return
-    from unittest import mock
-
-    from ..diffusion.prior import DiffusionPrior
-
-    with mock.patch.object(DiffusionPrior, "from_config", lambda config, device: prior):
-        yield
 
 
 def time_iterations(config, device, iterations: int = 10, warmup: int = 2, photo=None, prior=None,
@@ -163,7 +144,7 @@ def time_iterations(config, device, iterations: int = 10, warmup: int = 2, photo
     import numpy as np
     import skimage.data
 
-    from ..subject import make_subject
+    from ..subject import make_subject, prepare_subject
     from ..train.trainer import AvatarTrainer
 
     if iterations < 1 or warmup < 0:
@@ -177,8 +158,8 @@ def time_iterations(config, device, iterations: int = 10, warmup: int = 2, photo
         vector = np.random.default_rng(config.run.seed).standard_normal(identity_dim)
         subject = replace(subject, identity=(vector / np.linalg.norm(vector)).astype(np.float32))
     with tempfile.TemporaryDirectory(prefix="sie3d-bench-generate-") as run_dir:
-        with _trainer_prior(prior):
-            trainer = AvatarTrainer(config, subject, run_dir, device, progress=False, log=lambda _: None)
+        prepared = prepare_subject(subject, config, device)
+        trainer = AvatarTrainer(config, prepared, run_dir, device, prior=prior, progress=False, log=lambda _: None)
         if warmup:
             trainer.fit(warmup)
         return trainer.fit(iterations)
@@ -214,8 +195,8 @@ def _row(setting: str, device, records) -> dict[str, Any]:
 
 
 def _paper_config(args):
-    from ..evaluation.ablations import PARAMS_DIR
     from ..config import load_config
+    from ..evaluation.ablations import PARAMS_DIR
     from ..weights import is_available
 
     classifier = "deepface" if is_available("deepface-emotion") else "fer"

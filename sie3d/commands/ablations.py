@@ -32,9 +32,9 @@ def add_parser(sub, name, help_text):
 
 def run(args) -> int:
     from ..evaluation.ablations import run_ablations
-    from ._common import UserError
-    from ..evaluation.evaluate import TABLE_MD
+    from ..evaluation.tables import TABLE_MD
     from ..face.emotion import emotion_index
+    from ._common import UserError
 
     for expression in args.expressions:
         emotion_index(expression)  # unknown emotion -> one-line error before any work

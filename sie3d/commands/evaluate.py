@@ -34,8 +34,10 @@ def add_parser(sub, name, help_text):
 
 
 def run(args) -> int:
+    from ..evaluation.evaluate import evaluate_runs
+    from ..evaluation.evaluator import Evaluator
+    from ..evaluation.tables import TABLE_MD
     from ._common import UserError
-    from ..evaluation.evaluate import TABLE_MD, Evaluator, evaluate_runs
 
     evaluator = Evaluator(features=args.features, detector=args.detector, identity=args.identity,
                           device=args.device, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size)

@@ -44,9 +44,9 @@ def _background(text: str) -> tuple[float, float, float]:
 
 
 def run(args) -> int:
+    from ..avatar.ply import load_ply
     from ..config import CameraConfig, config_from_dict, read_params_file
     from ..render.media import render_turntable, save_image, save_turntable, view_grid
-    from ..avatar.ply import load_ply
 
     source = Path(args.source)
     camera_cfg, frames = CameraConfig(), 36

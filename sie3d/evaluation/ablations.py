@@ -23,6 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, load_config
+from ..generate import generate
+from .evaluate import evaluate_run_dir, evaluate_runs
+from .evaluator import Evaluator
+from .paper_tables import OurRow, Provenance
 
 PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
 ABLATIONS_DIR = PARAMS_DIR / "ablations"
@@ -207,10 +211,6 @@ def run_ablations(photos: Sequence[str | Path], expressions: Sequence[str],
         FileNotFoundError: a photo is missing (checked before any run).
         ValueError: a finished run was made with other params (see :func:`run_ablation_grid`).
     """
-    # imported here: sie3d.evaluation.evaluate imports this module (for the ablation labels)
-    from .evaluate import Evaluator, evaluate_run_dir, evaluate_runs
-    from ..generate import generate
-
     missing = [str(photo) for photo in photos if not Path(photo).is_file()]
     if missing:  # before any run: a grid can take hours
         raise FileNotFoundError(f"photo(s) not found: {', '.join(missing)}")
@@ -233,3 +233,22 @@ def run_ablations(photos: Sequence[str | Path], expressions: Sequence[str],
     evaluation_dir = Path(out_root) / EVALUATION_DIR
     evaluation = evaluate_runs([run.run_dir for run in runs], evaluation_dir, evaluator=evaluator)
     return AblationStudy(runs=runs, evaluation=evaluation, evaluation_dir=evaluation_dir)
+
+
+def paper_rows(evaluation: dict[str, Any]) -> tuple[list[OurRow], Provenance]:
+    """Our group results as rows for :mod:`sie3d.evaluation.paper_tables` (groups named by ablation get the
+    paper's labels) and the provenance line that must accompany them."""
+    labels = {name: label for name, _, label in ABLATIONS}
+    rows = [OurRow(method=labels.get(g["group"], g["group"]), fid=g["frechet"], id=g["id_mean"],
+                   nps_loss=g["loss_nps"], nps_held_out=g["held_out_nps"], n_runs=g["runs"])
+            for g in evaluation["groups"]]
+    presets = sorted({r["preset"] for r in evaluation["runs"]})
+    groups = evaluation["groups"]
+    provenance = Provenance(
+        preset=", ".join(presets), frechet_label=evaluation["models"]["frechet_label"],
+        identity_model=evaluation["models"]["identity"],
+        loss_classifier="/".join(sorted({g["loss_classifier"] for g in groups})),
+        held_out_classifier="/".join(
+            name + (" (unavailable)" if name in evaluation["models"]["unavailable_classifiers"] else "")
+            for name in sorted({g["held_out_classifier"] for g in groups})))
+    return rows, provenance

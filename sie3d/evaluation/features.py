@@ -18,10 +18,10 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-import warnings
 
 import numpy as np
 import torch

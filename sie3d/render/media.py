@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .cameras import orbit_cameras, view_label
 from ..config import CameraConfig
+from .cameras import orbit_cameras, view_label
 from .renderer import render
 from .splats import Splats
 

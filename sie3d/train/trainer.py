@@ -29,25 +29,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from ..render.cameras import CameraSampler, frontal_camera
-from .checkpoint import (capture_rng, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
-                         restore_rng, save_checkpoint)
-from ..config import Config
-from ..face.emotion import emotion_index, emotion_loss, load_emotion_classifier
 from ..avatar.gaussians import MeshGaussians
-from .losses import loss_lap, loss_pos, mean_scale_loss, tv_loss, uniform_neighbours
-from ..avatar.reference_view import (FIT_RESOLUTION, ReferenceView, align_reference_view, fit_reference, paint_from_reference,
-                             reference_view_loss, scaled_matrix)
-from ..render.renderer import render
-from ..runtime import seed_everything
-from .schedules import piecewise_linear
-from ..render.splats import Splats
+from ..avatar.reference_view import FIT_RESOLUTION, paint_from_reference, reference_view_loss
 from ..avatar.strategy import DensifyStrategy
-from ..subject import Subject
-from ..avatar.template import load_template
+from ..config import Config
+from ..diffusion.conditioning import build_conditioning
+from ..diffusion.guidance import make_guidance
+from ..diffusion.prior import DiffusionPrior
+from ..face.emotion import emotion_index, emotion_loss, load_emotion_classifier
+from ..render.cameras import CameraSampler, frontal_camera
+from ..render.renderer import render
+from ..render.splats import Splats
+from ..runtime import seed_everything
+from ..subject import PreparedSubject
+from .checkpoint import (
+    capture_rng,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng,
+    save_checkpoint,
+)
+from .losses import loss_lap, loss_pos, mean_scale_loss, tv_loss, uniform_neighbours
+from .schedules import piecewise_linear
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -69,16 +76,19 @@ class AvatarTrainer:
 
     Args:
         config: the resolved config tree.
-        subject: photos + identity (see :func:`sie3d.subject.make_subject`).
+        prepared: the photo prepared once (see :func:`sie3d.subject.prepare_subject`): template,
+            identity, the photo's expression fit, reference view and classifier box.
         run_dir: where checkpoints and ``metrics.jsonl`` go.
         device: torch device.
+        prior: the diffusion prior that guides the avatar; ``None`` builds it from ``config.models``
+            (only when the guidance loss is on). Pass one to share it across runs or benchmark it.
         progress: show a tqdm bar (quiet summaries every ``train.log_every`` otherwise).
     """
 
-    def __init__(self, config: Config, subject: Subject, run_dir: str | Path, device: torch.device,
-                 progress: bool = False, log: Callable[[str], None] = print):
+    def __init__(self, config: Config, prepared: PreparedSubject, run_dir: str | Path, device: torch.device,
+                 prior: DiffusionPrior | None = None, progress: bool = False, log: Callable[[str], None] = print):
         self.config = config
-        self.subject = subject
+        self.prepared = prepared
         self.run_dir = Path(run_dir)
         self.device = device
         self.progress = progress
@@ -87,24 +97,19 @@ class AvatarTrainer:
         if loss_cfg.emotion_moves not in ("all", "expression"):
             raise ValueError(f"loss.emotion_moves must be 'all' or 'expression', got {loss_cfg.emotion_moves!r}")
 
-        self.template = load_template(config.models).to(device)
+        self.template = prepared.template
         self.neighbours = uniform_neighbours(self.template.faces, self.template.vertices.shape[0],
                                              loss_cfg.lap_max_neighbours)
         self.gaussians = MeshGaussians(self.template, config.gaussians).to(device)
         self.expression = torch.nn.Parameter(torch.zeros(len(self.template.expression_names), device=device))
         self.strategy = DensifyStrategy(config.gaussians)
         self.sampler = CameraSampler(config.cameras, config.render.resolution)
-        frontal_resolution = config.render.frontal_resolution or config.render.resolution
-        self.frontal = frontal_camera(config.cameras, frontal_resolution).to(device)
+        self.frontal = prepared.frontal
 
         self.guidance = self.conditioning = None
         if loss_cfg.lambda_ism > 0:
-            from ..diffusion.conditioning import build_conditioning
-            from ..diffusion.guidance import make_guidance
-            from ..diffusion.prior import DiffusionPrior
-
-            prior = DiffusionPrior.from_config(config, device)
-            identity = torch.as_tensor(subject.identity, dtype=torch.float32, device=device)
+            prior = prior if prior is not None else DiffusionPrior.from_config(config, device)
+            identity = torch.as_tensor(prepared.subject.identity, dtype=torch.float32, device=device)
             self.conditioning = build_conditioning(prior, identity, config.conditioning)
             self.guidance = make_guidance(prior, config.guidance, config.conditioning)
 
@@ -112,23 +117,14 @@ class AvatarTrainer:
         if loss_cfg.lambda_emotion > 0:
             self.classifier = load_emotion_classifier(config.models.emotion_loss_classifier, device)
             self.target_emotion = emotion_index(config.conditioning.expression)
-        self.reference: ReferenceView | None = None
-        self.photo_fit = None
-        if loss_cfg.lambda_ref > 0:
-            # the photo's own expression as coefficients + its alignment to the frontal camera
-            self.photo_fit = fit_reference(subject.photo, subject.face, self.template, config.cameras)
-            self.reference = align_reference_view(subject.photo, self.photo_fit, self.template,
-                                                  self.frontal).to(device)
-            paint_from_reference(self.gaussians, subject.photo, self.photo_fit, self.template,
+        self.reference = prepared.reference
+        if prepared.fit is not None:  # appearance from the photo at its own expression; the target starts there
+            paint_from_reference(self.gaussians, prepared.photo, prepared.fit, self.template,
                                  frontal_camera(config.cameras, FIT_RESOLUTION))
-            with torch.no_grad():  # the target expression starts from the photo's
-                self.expression.copy_(self.photo_fit.coefficients)
-        self.photo_expression = (self.photo_fit.coefficients.to(device) if self.photo_fit is not None
-                                 else torch.zeros_like(self.expression.detach()))
-        # [4] normalised crop for the classifier: the photo's detected box carried into the frontal view
-        # (the same kind of box evaluation detects), else the template's projected face region
-        self.face_box = classifier_box(self.template, self.frontal, subject, self.photo_fit,
-                                       config.models.emotion_crop_margin)
+            with torch.no_grad():
+                self.expression.copy_(prepared.photo_expression)
+        self.photo_expression = prepared.photo_expression
+        self.face_box = prepared.face_box
 
         self.optimizer = torch.optim.Adam(self._param_groups(), eps=config.optim.adam_eps)
         self.iteration = 0
@@ -395,25 +391,6 @@ class AvatarTrainer:
         finally:
             bar.close()
         return records
-
-
-def classifier_box(template, frontal, subject: Subject, fit, margin: float) -> torch.Tensor:
-    """``[4]`` normalised emotion-classifier crop in the frontal render.
-
-    The photo's detected face box, carried into the frontal view by the reference alignment, then
-    squared with the classifier's margin exactly as on photos (:func:`sie3d.face.emotion.emotion_box`),
-    so training and evaluation crop faces the same way. Without a photo alignment: the template's
-    projected face region.
-    """
-    from ..face.emotion import emotion_box
-
-    if fit is None:
-        return template.frontal_face_box(frontal)
-    matrix = scaled_matrix(fit, frontal)
-    x0, y0, x1, y1 = subject.face.box
-    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ matrix[:, :2].T + matrix[:, 2]
-    box = np.concatenate([corners.min(0), corners.max(0)])
-    return torch.as_tensor(emotion_box(box, frontal.width, frontal.height, margin), dtype=torch.float32)
 
 
 def _summary_line(record: dict[str, float], total: int) -> str:
