@@ -1,8 +1,8 @@
 """``sie3d bench generate``: where one optimisation iteration of ``sie3d generate`` spends its time.
 
 The trainer is built exactly as :func:`sie3d.generate.generate` builds it (the astronaut photo through
-:func:`sie3d.subject.make_subject`, then :class:`sie3d.train.trainer.AvatarTrainer` in a temporary run
-directory), run for ``--warmup`` untimed iterations, then ``--iterations`` timed ones. The parts are
+:func:`sie3d.subject.make_subject` and :func:`sie3d.subject.prepare_subject`, then
+:class:`sie3d.train.trainer.AvatarTrainer` with the prior passed in, in a temporary run directory), run for ``--warmup`` untimed iterations, then ``--iterations`` timed ones. The parts are
 read from the trainer's own step records and averaged per iteration (a part that did not run in an
 iteration, e.g. the emotion loss with ``train.emotion_every`` > 1, counts 0 there):
 
