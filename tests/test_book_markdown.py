@@ -67,3 +67,5 @@ def test_markdown_outputs_render_as_tables(scratch_repo):
     assert "<strong>0.500</strong> (beta)" in admonition and "{glue" not in body
     # the hide-input cell: its source is folded (tag kept on the cell), its output is on the page
     assert re.search(r'<details class="[^"]*hide above-input', body) and "HIDDEN_CELL_RAN" in body
+    # papermill's injected parameters are folded too (the notebook's own parameters cell is visible here)
+    assert re.search(r'<div class="cell tag_injected-parameters tag_hide-input[ "]', body)

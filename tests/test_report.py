@@ -55,9 +55,16 @@ def test_run_table_rows_and_cells(runs):
     rows = _rows(report.run_table(runs))
     assert [r[0] for r in rows] == ["photo", "**neutral** at the photo's expression", "**neutral** final",
                                     "**surprise** at the photo's expression", "**surprise** final"]
-    assert rows[0][1:4] == ["—", "happy 0.70, neutral 0.20", "—"]  # the photo has no distance to itself
+    assert rows[0][1:3] == ["—", "happy 0.70, neutral 0.20"]  # the photo has no distance to itself
     assert rows[2][1:3] == ["0.450", "neutral 0.80, happy 0.10"]
-    assert rows[2][4:] == ["+0.210", "+0.900", "+0.050", "+0.300"]
+    assert rows[2][3:] == ["+0.210", "+0.900", "+0.050", "+0.300"]  # no deepface column: none measured
+    assert "deepface" not in report.run_table(runs)
+    with_deepface = dict(runs)
+    run_dir, summary = with_deepface["surprise"]
+    with_deepface["surprise"] = (run_dir, {**summary, "frontal": {**summary["frontal"],
+                                                                  "emotion_deepface": {"sad": 0.6, "fear": 0.4}}})
+    rows = _rows(report.run_table(with_deepface))
+    assert rows[4][3] == "sad 0.60, fear 0.40" and rows[2][3] == "—"
     missing = dict(runs)
     run_dir, summary = missing["neutral"]
     missing["neutral"] = (run_dir, {**summary, "frontal": {"face_found": False}})
@@ -73,8 +80,10 @@ def test_landmark_verdicts(runs):
     assert checks[("surprise", "mouth_open")] == "the opposite way"
     assert checks[("surprise", "brow_raise")] == "as expected"
     rows = _rows(report.check_table(runs))
-    assert rows[0][1] == "0.450 (same)" and rows[0][2] == "0.300 → 0.800"
-    assert rows[0][4] == "smile 0.50→0.20"  # jaw_open moved 0.01 only
+    assert rows[0][:3] == ["**neutral**", "0.450 (same)", "0.300 → 0.800"]
+    assert rows[0][3:] == ["mouth corner lift", "+0.100 → +0.050", "as expected"]
+    assert rows[1][:3] == ["", "", ""] and rows[1][5] == "no clear change"
+    assert len(rows) == 4 and rows[2][0] == "**surprise**"
 
 
 def test_face_crop_is_twice_the_box_and_clipped():

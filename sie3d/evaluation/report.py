@@ -63,27 +63,34 @@ def _top2(probs: Mapping[str, float] | None) -> str:
     return ", ".join(f"{e} {probs[e]:.2f}" for e in sorted(probs, key=probs.get, reverse=True)[:2])
 
 
-def _report_cells(report: Mapping[str, Any]) -> list[str]:
+#: column headers of the landmark measures in :func:`run_table`
+_LANDMARK_HEADERS = ("mouth open", "mouth width", "corner lift", "brow raise")
+_CLASSIFIERS = ("fer", "deepface")
+
+
+def _report_cells(report: Mapping[str, Any], classifiers: Sequence[str]) -> list[str]:
     if report.get("face_found") is False:
-        return ["no face found"] + [""] * (2 + len(LANDMARKS))
-    cells = [fmt(report.get("dlib_distance")) if report.get("dlib_distance") is not None else "—",
-             _top2(report.get("emotion_fer")), _top2(report.get("emotion_deepface"))]
+        return ["no face found"] + [""] * (len(classifiers) + len(LANDMARKS))
+    cells = [fmt(report.get("dlib_distance")) if report.get("dlib_distance") is not None else "—"]
+    cells += [_top2(report.get(f"emotion_{c}")) for c in classifiers]
     return cells + [f"{report['landmarks'][k]:+.3f}" for k in LANDMARKS]
 
 
 def run_table(runs: Mapping[str, Run]) -> str:
     """Markdown: the photo, then per run its render at the photo's expression and its final render.
 
-    Columns: dlib descriptor distance to the photo, top-2 probabilities of fer and DeepFace, and the
-    landmark measures of :data:`LANDMARKS`.
+    Columns: dlib descriptor distance to the photo, top-2 probabilities of each emotion classifier that
+    produced any (fer, DeepFace), and the landmark measures of :data:`LANDMARKS`.
     """
-    headers = ["image", "dlib distance", "fer (top 2)", "deepface (top 2)", *LANDMARKS]
-    first = next(iter(runs.values()))[1]
-    rows = [["photo", *_report_cells(first["photo"])]]
-    for name, (_, summary) in runs.items():
-        rows.append([f"**{name}** at the photo's expression", *_report_cells(summary["frontal_photo_expression"])])
-        rows.append([f"**{name}** final", *_report_cells(summary["frontal"])])
-    return markdown_table(headers, rows)
+    reports = [next(iter(runs.values()))[1]["photo"]]
+    for _, summary in runs.values():
+        reports += [summary["frontal_photo_expression"], summary["frontal"]]
+    classifiers = [c for c in _CLASSIFIERS if any(r.get(f"emotion_{c}") for r in reports)]
+    headers = ["image", "dlib distance", *(f"{c} (top 2)" for c in classifiers), *_LANDMARK_HEADERS]
+    labels = ["photo"]
+    for name in runs:
+        labels += [f"**{name}** at the photo's expression", f"**{name}** final"]
+    return markdown_table(headers, [[label, *_report_cells(r, classifiers)] for label, r in zip(labels, reports)])
 
 
 @dataclass(frozen=True)
@@ -117,8 +124,9 @@ def landmark_checks(runs: Mapping[str, Run]) -> list[LandmarkCheck]:
 
 
 def check_table(runs: Mapping[str, Run]) -> str:
-    """Markdown: per run, dlib distance and p(target) of fer before → after, each landmark check, and the
-    blendshape coefficients that moved by more than 0.02."""
+    """Markdown, one row per expected landmark move (:func:`landmark_checks`): the run's dlib distance
+    and fer's p(target) from the render at the photo's expression to the final render (on its first
+    row), the measure before → after and the verdict. Runs without an expectation get one row."""
     checks = landmark_checks(runs)
     rows = []
     for name, (_, summary) in runs.items():
@@ -126,13 +134,15 @@ def check_table(runs: Mapping[str, Run]) -> str:
         distance = after.get("dlib_distance")
         person = "—" if distance is None else f"{distance:.3f} ({'same' if distance < SAME_PERSON else 'NOT same'})"
         p = [r.get("emotion_fer", {}).get(target) for r in (before, after)]
-        moves = "; ".join(f"{c.measure} {c.before:+.3f} → {c.after:+.3f} ({c.verdict})"
-                          for c in checks if c.run == name) or "no landmark expectation"
-        start, final = summary["photo_expression_coefficients"], summary["expression_coefficients"]
-        moved = ", ".join(f"{k} {start[k]:.2f}→{v:.2f}" for k, v in final.items() if abs(v - start[k]) > 0.02)
-        rows.append([f"**{name}**", person, f"{fmt(p[0])} → {fmt(p[1])}", moves, moved or "none"])
-    return markdown_table(["run", "dlib distance (< 0.6: same person)", "fer p(target)", "landmark moves",
-                           "coefficients photo → final"], rows)
+        first = [f"**{name}**", person, f"{fmt(p[0])} → {fmt(p[1])}"]
+        mine = [c for c in checks if c.run == name]
+        if not mine:
+            rows.append([*first, "no expectation for this target", "", ""])
+        for i, c in enumerate(mine):
+            rows.append([*(first if i == 0 else ["", "", ""]), c.measure.replace("_", " "),
+                         f"{c.before:+.3f} → {c.after:+.3f}", c.verdict])
+    return markdown_table(["run", "dlib distance", "fer p(target)", "landmark", "photo's expression → final",
+                           "verdict"], rows)
 
 
 def run_gallery(photo_crop: np.ndarray, runs: Mapping[str, Run], panel: float = 2.1) -> plt.Figure:
