@@ -25,6 +25,7 @@ from .config import Config
 from .diffusion.prior import DiffusionPrior
 from .face.detect import detect_faces
 from .face.emotion import EMOTIONS, emotion_box, load_emotion_classifier
+from .face.expression_text import emotion_class
 from .face.identity import cosine_similarity, dlib_distance, make_identity_encoder
 from .face.landmarks import expression_measures, landmarks_68
 from .render.media import render_turntable, render_views, save_image, save_turntable, view_grid
@@ -133,6 +134,7 @@ def write_outputs(trainer: AvatarTrainer, run: RunDir, prepared: PreparedSubject
     summary = {
         "photos": photo_paths,
         "expression": config.conditioning.expression,
+        "expression_class": emotion_class(config.conditioning),
         "intensity": config.conditioning.eta_expr,
         "accessory": config.conditioning.accessory,
         "preset": config.preset,

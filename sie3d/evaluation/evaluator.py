@@ -21,7 +21,7 @@ from .features import FRECHET_LABELS, KID_LABELS, make_feature_extractor, resolv
 from .metrics import expression_accuracy, frechet_distance_from_features, identity_similarity, kid
 from .run_files import MIN_RENDER_SIDE, SMALL_IMAGE_SIDE, RunFiles
 
-IDENTITY_AUTO_ORDER = ("arcface-metric", "arcface", "dlib")  # first that loads wins
+IDENTITY_AUTO_ORDER = ("arcface-metric", "sface", "arcface", "dlib")  # held-out judges first; first that loads wins
 EMOTION_ROLES = (("loss", "emotion_loss_classifier"), ("held_out", "emotion_eval_classifier"))
 
 
@@ -73,6 +73,7 @@ class Evaluator:
         self._extractor = None
         self._encoder = None
         self._identity_notes: list[str] = []
+        self._conditioning: dict[str, Any] = {}  # conditioning encoder name -> encoder or why not
         self._classifiers: dict[str, Any] = {}
         self._faces: dict[Path, Any] = {}
         self._features: dict[Path, np.ndarray | None] = {}
@@ -175,9 +176,29 @@ class Evaluator:
         return result
 
     def identity(self, run: RunFiles, images: dict[Path, np.ndarray]) -> dict[str, Any]:
-        encoder = self.identity_encoder()
+        """ID with the evaluation's (held-out) encoder."""
+        return self._identity_with(self.identity_encoder(), run, images, self.identity_notes)
+
+    def conditioning_identity(self, run: RunFiles, images: dict[Path, np.ndarray]) -> dict[str, Any]:
+        """ID with the encoder that conditioned the run (``models.identity``): what the prior was
+        steered toward, not an independent judge; reported beside :meth:`identity`."""
+        name = run.config.models.identity
+        if name not in self._conditioning:
+            from ..face.identity import make_identity_encoder
+
+            try:
+                self._conditioning[name] = make_identity_encoder(name)
+            except (ModelNotAvailable, ImportError) as exc:
+                self._conditioning[name] = _unavailable(exc)
+        encoder = self._conditioning[name]
+        if isinstance(encoder, str):
+            return {"model": name, "detector": self.detector, "notes": [f"unavailable: {encoder}"], "frontal": None,
+                    "mean": None, "min": None, "per_render": {}, "n_renders_with_face": 0}
+        return self._identity_with(encoder, run, images, ["the encoder that conditions the run: not held out"])
+
+    def _identity_with(self, encoder, run: RunFiles, images: dict[Path, np.ndarray], notes: list[str]) -> dict[str, Any]:
         result: dict[str, Any] = {"model": encoder.name, "detector": self.detector,
-                                  "notes": self.identity_notes, "frontal": None, "mean": None,
+                                  "notes": list(notes), "frontal": None, "mean": None,
                                   "min": None, "per_render": {}, "n_renders_with_face": 0}
         refs = [encoder.embed(images[p], f) for p in run.photos if (f := self.face(p, images[p])) is not None]
         if not refs:
@@ -201,8 +222,9 @@ class Evaluator:
         (cropped with :func:`~sie3d.face.emotion.emotion_box`). Faceless renders (back views) are
         left out; when no render has a face, the whole frontal render is classified and flagged."""
         from ..face.emotion import EMOTIONS, emotion_box, image_to_tensor, neutrality_score
+        from ..face.expression_text import emotion_class
 
-        target = run.config.conditioning.expression.strip().lower()
+        target = emotion_class(run.config.conditioning)  # the class of the (free-text) expression
         faces = {p: self.face(p, images[p]) for p in run.renders}
         classified = [p for p in run.renders if faces[p] is not None] or [run.frontal]
         out: dict[str, Any] = {"target": target, "classified": [p.name for p in classified]}
@@ -250,6 +272,7 @@ class Evaluator:
             "params_hash": run.config.params_hash(), "photos": [str(p) for p in run.photos],
             "n_renders": len(run.renders), "reference": "reference directory" if reference else "input photos",
             "identity": self.identity(run, images),
+            "identity_conditioning": self.conditioning_identity(run, images),
             "emotion": self.emotion(run, images),
             "distribution": self.distribution(render_features, reference_features),
         }

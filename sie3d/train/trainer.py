@@ -11,7 +11,8 @@ Two expression routes (``loss.emotion_moves``):
 * ``expression`` (the offline preset): the emotion loss moves only the template's blendshape
   coefficients; colours are fitted by the reference-view loss at the photo's own expression
   (coefficients zero) and no other loss moves the coefficients. An emotion loss that may move colours
-  fools the classifier without changing what a person sees.
+  fools the classifier without changing what a person sees. Here the intensity η acts on the loss:
+  its target is η·onehot(class) + (1 − η)·onehot(neutral) (:func:`~sie3d.face.expression_text.intensity_target`).
 
 Robustness: a NaN/Inf loss or gradient skips the step; a NaN/Inf parameter after a step restores the
 parameters and optimiser state from before the step; either way the learning rates are halved once
@@ -39,6 +40,7 @@ from ..diffusion.conditioning import build_conditioning
 from ..diffusion.guidance import make_guidance
 from ..diffusion.prior import DiffusionPrior
 from ..face.emotion import emotion_index, emotion_loss, load_emotion_classifier
+from ..face.expression_text import emotion_class, intensity_target
 from ..render.cameras import CameraSampler, frontal_camera
 from ..render.renderer import render
 from ..render.splats import Splats
@@ -116,7 +118,11 @@ class AvatarTrainer:
         self.classifier = None
         if loss_cfg.lambda_emotion > 0:
             self.classifier = load_emotion_classifier(config.models.emotion_loss_classifier, device)
-            self.target_emotion = emotion_index(config.conditioning.expression)
+            self.target_emotion = emotion_index(emotion_class(config.conditioning))
+            # η (eq 6) on the expression route, where the offline prior cannot carry it: the loss's target
+            # distribution is η·onehot(class) + (1 − η)·onehot(neutral); the paper's route keeps eq 8's one-hot
+            eta = config.conditioning.eta_expr if loss_cfg.emotion_moves == "expression" else 1.0
+            self.emotion_target = intensity_target(self.target_emotion, eta).to(device)  # [7]
         self.reference = prepared.reference
         if prepared.fit is not None:  # appearance from the photo at its own expression; the target starts there
             paint_from_reference(self.gaussians, prepared.photo, prepared.fit, self.template,
@@ -221,7 +227,7 @@ class AvatarTrainer:
             white = torch.ones(3, device=self.device)
             front = self._render(emotion_splats, self.frontal, white)
             probs = self.classifier(front.rgb.permute(0, 3, 1, 2), self.face_box.to(self.device))
-            losses["emotion"] = emotion_loss(probs, self.target_emotion)
+            losses["emotion"] = emotion_loss(probs, self.emotion_target.expand_as(probs))
             diagnostics["p_target"] = float(probs[0, self.target_emotion].detach())
             timings["emotion"] = time.perf_counter() - tick
         diagnostics.update({f"time_{k}": v for k, v in timings.items()})

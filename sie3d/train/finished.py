@@ -1,0 +1,58 @@
+"""A finished run's avatar, re-posable: its config, template, mesh-bound Gaussians and coefficients.
+
+``avatar.ply`` holds world-space splats frozen at one expression; re-posing needs the Gaussians in
+their faces' frames, which the run's newest checkpoint holds (``gaussians`` state, ``expression``
+coefficients ``[K]``), together with the template ``config.yaml`` names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..avatar.gaussians import MeshGaussians
+from ..avatar.template import HeadTemplate
+from ..avatar.template_files import load_template
+from ..config import Config, load_config
+from .checkpoint import latest_checkpoint, load_checkpoint
+
+RUN_CONFIG = "config.yaml"
+
+
+@dataclass
+class FinishedAvatar:
+    """A run's avatar. ``expression``: ``[K]`` the coefficients it was optimised to; ``iteration``: of the checkpoint."""
+
+    run_dir: Path
+    config: Config
+    template: HeadTemplate
+    gaussians: MeshGaussians
+    expression: torch.Tensor
+    iteration: int
+
+
+def load_finished_avatar(run_dir: str | Path, device: torch.device | str = "cpu") -> FinishedAvatar:
+    """Rebuild the avatar of ``run_dir`` from ``config.yaml`` and its newest checkpoint.
+
+    Raises:
+        FileNotFoundError: not a run directory, or a run without a checkpoint.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_CONFIG).is_file():
+        raise FileNotFoundError(f"{run_dir} has no {RUN_CONFIG}; give a run directory written by sie3d generate")
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint under checkpoints/; was the run started?")
+    config = load_config(run_dir / RUN_CONFIG)
+    state = load_checkpoint(path)
+    template = load_template(config.models).to(device)
+    gaussians = MeshGaussians(template, config.gaussians).to(device)
+    gaussians.load_state_dict(state["gaussians"])
+    gaussians.eval()
+    expression = state["expression"].to(device=device, dtype=torch.float32)
+    if expression.shape != (template.num_expressions,):
+        raise ValueError(f"{path}: {tuple(expression.shape)} expression coefficients, but the template "
+                         f"{template.name!r} has {template.num_expressions}; was config.yaml edited?")
+    return FinishedAvatar(run_dir, config, template, gaussians, expression, int(state["iteration"]))
