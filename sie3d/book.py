@@ -86,11 +86,25 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any], cwd
             str(unexecuted), str(output), parameters=parameters, kernel_name="python3",
             cwd=str(cwd), progress_bar=False, log_output=False, execution_timeout=timeout,
         )
+        fold_injected_parameters(output)
         return NotebookResult(source.stem, True, time.perf_counter() - start, output)
     except Exception as exc:  # papermill raises PapermillExecutionError; anything else is reported too
         return NotebookResult(source.stem, False, time.perf_counter() - start, output, _describe_failure(exc))
     finally:
         unexecuted.unlink(missing_ok=True)
+
+
+def fold_injected_parameters(path: Path) -> None:
+    """Tag papermill's injected-parameters cell ``hide-input``: the book folds it like the notebook's own
+    parameters cell, one click away."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            tags.append("hide-input")
+    nbformat.write(notebook, path)
 
 
 def write_toc(book_dir: Path, executed: list[Path]) -> Path:
