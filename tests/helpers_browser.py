@@ -65,9 +65,15 @@ class Chromium:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 return reply["result"]
 
-    def open(self, url: str) -> str:
-        target = self.send("Target.createTarget", url=url)["targetId"]
-        return self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    def open(self, url: str, size: tuple[int, int] | None = None) -> str:
+        """A new page at ``url`` (``size``: its viewport, width and height in CSS pixels); returns its session id."""
+        target = self.send("Target.createTarget", url="about:blank")["targetId"]
+        session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        if size:
+            self.send("Emulation.setDeviceMetricsOverride", session, width=size[0], height=size[1],
+                      deviceScaleFactor=1, mobile=False)
+        self.send("Page.navigate", session, url=url)
+        return session
 
     def evaluate(self, session: str, expression: str):
         return self.send("Runtime.evaluate", session, expression=expression, returnByValue=True)["result"].get("value")

@@ -1,16 +1,19 @@
-"""The viewer page in a real browser: headless Chromium (SwiftShader WebGL) renders a splat face served
-by ``sie3d view``'s HTTP server; dlib must find an upright face in the screenshot.
+"""The viewer in a real browser: a tiny book (one notebook calling ``show_avatar`` under some maths)
+is built with ``build_book``; its HTML must load nothing from another host; headless Chromium
+(SwiftShader WebGL) opens the built page served by ``sie3d view``'s HTTP server, MathJax must typeset
+from the book's own files, and dlib must find an upright face in the embedded viewer's screenshot.
 
 The scene is the astronaut photo painted onto a plane of Gaussians in sie3d's world (y up, facing +z),
-exported with ``save_ply`` (COLMAP y-down convention). Three pages: the ``.spz`` that the book and
-``sie3d view`` serve (our encoder, Spark's decoder), the ``.ply`` read by Spark's own PLY loader and
-turned by the page's ``up=-y``, and the same ``.ply`` with the wrong ``up=y`` (must come out upside
-down, so the check can fail). Set ``SIE3D_SCREENSHOT_DIR`` to keep the screenshots.
+exported with ``save_ply`` (COLMAP y-down convention). Pages: the book's iframe (the run's ``.spz``:
+our encoder, Spark's decoder), the ``.ply`` read by Spark's own PLY loader and turned by the page's
+``up=-y``, and the same ``.ply`` with the wrong ``up=y`` (must come out upside down, so the check can
+fail). Set ``SIE3D_SCREENSHOT_DIR`` to keep the screenshots.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -21,18 +24,18 @@ import torch
 
 from helpers_browser import Chromium, chromium_executable
 from sie3d.avatar.ply import save_ply
-from sie3d.commands.view import make_server, prepare_site
+from sie3d.book import build_book
+from sie3d.commands.view import make_server
 from sie3d.face.detect import detect_faces
 from sie3d.render.splats import Splats
 from sie3d.render.web_viewer import viewer_query
 from sie3d.weights import is_available
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = chromium_executable()
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's `chromium` (apt-get install chromium; .ci/run "
-                                                "installs it when missing)"),
-    pytest.mark.skipif(not (is_available("viewer-three") and is_available("viewer-spark")),
+    pytest.mark.skipif(not all(is_available(m) for m in ("viewer-three", "viewer-spark", "mathjax")),
                        reason="viewer scripts not cached: sie3d weights download --offline-set"),
 ]
 READY = "document.body && (Number(document.body.dataset.frames || 0) >= 10 || document.body.dataset.error)"
@@ -65,55 +68,114 @@ def upright_faces(image: np.ndarray) -> list:
     return upright
 
 
+VIEWER_NOTEBOOK = """# %% [markdown]
+# # Viewer page
+#
+# Euler: $e^{{i\\pi}} + 1 = 0$
+
+# %% tags=["parameters"]
+params_file = ""
+extra_params = []
+overrides = []
+output_dir = "out"
+interactive = False
+
+# %%
+from sie3d.avatar.web import show_avatar
+show_avatar({run!r}, name="face")
+"""
+#: a tag that makes the browser fetch something: script/img/iframe/source src, stylesheet/preload/icon links
+EXTERNAL = re.compile(r"<(?:script|img|iframe|source|embed|link)\b[^>]*\b(?:src|href)=[\"']?(?:https?:)?//", re.I)
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """A served viewer folder holding the run's .spz (staged by ``sie3d view``) and the raw .ply."""
-    root = tmp_path_factory.mktemp("site")
-    run = tmp_path_factory.mktemp("run")
+def built_book(tmp_path_factory):
+    """A scratch repository whose one notebook shows a run's avatar; the HTML book built from it."""
+    root = tmp_path_factory.mktemp("repo")
+    run = root / "runs" / "face_run"
     save_ply(face_plane(), run / "avatar.ply")
-    page = prepare_site(run, root)
-    shutil.copyfile(run / "avatar.ply", root / "avatars" / "raw.ply")
-    server = make_server(root)
+    (root / "notebooks").mkdir()
+    (root / "notebooks" / "00_viewer.py").write_text(VIEWER_NOTEBOOK.format(run=str(run)))
+    shutil.copytree(REPO_ROOT / "params", root / "params")
+    shutil.copytree(REPO_ROOT / "book", root / "book",
+                    ignore=shutil.ignore_patterns("_build", "_extra", "executed", "_toc.yml"))
+    result = build_book([root / "params/quick.yaml"], repo_root=root, log=lambda *_: None)
+    assert result.ok, result.build_error or [n.error for n in result.notebooks]
+    return root / "book" / "_build" / "html", run
+
+
+@pytest.fixture(scope="module")
+def site(built_book):
+    """The built book served over HTTP, with the run's raw .ply beside the viewer's avatars."""
+    html, run = built_book
+    shutil.copyfile(run / "avatar.ply", html / "sie3d-viewer" / "avatars" / "raw.ply")
+    server = make_server(html)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", page
+    yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    chromium = Chromium(CHROMIUM, tmp_path_factory.mktemp("profile"), size=(512, 512))
+    if CHROMIUM is None:
+        pytest.skip("needs Debian's `chromium` on PATH (apt-get install chromium; .ci/run installs it when missing)")
+    chromium = Chromium(CHROMIUM, tmp_path_factory.mktemp("profile"), size=(900, 1400))
     yield chromium
     chromium.close()
 
 
-def _shoot(browser, url: str, name: str) -> np.ndarray:
-    session = browser.open(url)
-    browser.wait_for(session, READY, timeout=60)
-    assert not browser.evaluate(session, "document.body.dataset.error || ''"), "the viewer reported an error"
-    image = browser.screenshot(session)
+def _save(image: np.ndarray, name: str) -> None:
     if os.environ.get("SIE3D_SCREENSHOT_DIR"):
         from PIL import Image
 
         Image.fromarray(image).save(Path(os.environ["SIE3D_SCREENSHOT_DIR"]) / f"viewer_{name}.png")
+
+
+def _shoot(browser, url: str, name: str) -> np.ndarray:
+    session = browser.open(url, size=(512, 512))
+    browser.wait_for(session, READY, timeout=60)
+    assert not browser.evaluate(session, "document.body.dataset.error || ''"), "the viewer reported an error"
+    image = browser.screenshot(session)
+    _save(image, name)
     return image
 
 
-def test_served_spz_shows_an_upright_face(site, browser):
-    base, page = site
-    image = _shoot(browser, f"{base}/{page}", "spz")
+def test_built_pages_load_nothing_from_another_host(built_book):
+    html, _ = built_book
+    pages = list(html.rglob("*.html"))
+    offenders = {str(p.relative_to(html)): EXTERNAL.findall(p.read_text(errors="replace"))[:3] for p in pages}
+    assert pages and not {k: v for k, v in offenders.items() if v}
+    page = (html / "executed" / "00_viewer.html").read_text()
+    assert "mathjax/es5/tex-mml-chtml.js" in page and (html / "mathjax/es5/tex-mml-chtml.js").is_file()
+    assert '<iframe src="../sie3d-viewer/index.html?src=avatars%2Fface.spz' in page
+    assert (html / "sie3d-viewer/avatars/face.spz").is_file() and (html / "sie3d-viewer/vendor/spark").is_dir()
+
+
+def test_book_page_typesets_maths_and_shows_an_upright_face(site, browser):
+    session = browser.open(f"{site}/executed/00_viewer.html")
+    browser.wait_for(session, "!!document.querySelector('mjx-container')", timeout=60)  # MathJax, served locally
+    browser.evaluate(session, "document.querySelector('iframe').scrollIntoView()")
+    frame = "document.querySelector('iframe').contentDocument"
+    browser.wait_for(session, READY.replace("document.body", f"{frame}.body"), timeout=60)
+    assert not browser.evaluate(session, f"{frame}.body.dataset.error || ''"), "the viewer reported an error"
+    rect = browser.evaluate(session, "(r => [r.left, r.top, r.right, r.bottom])("
+                                     "document.querySelector('iframe').getBoundingClientRect())")
+    x0, y0, x1, y1 = (round(v) for v in rect)
+    image = np.ascontiguousarray(browser.screenshot(session)[max(y0, 0):y1, max(x0, 0):x1])
+    _save(image, "book_spz")
     not_white = (image.astype(int).sum(-1) < 720).mean()
-    assert not_white > 0.2 and image.std() > 20, f"blank canvas? non-white {not_white:.2f}, std {image.std():.1f}"
+    assert not_white > 0.1 and image.std() > 20, f"blank canvas? non-white {not_white:.2f}, std {image.std():.1f}"
     faces = upright_faces(image)
-    assert faces, "dlib found no upright face in the viewer's screenshot"
+    assert faces, "dlib found no upright face in the book's viewer"
     box = faces[0].box
     assert abs((box[0] + box[2]) / 2 - image.shape[1] / 2) < image.shape[1] / 4  # frontal: the face near the middle
 
 
 def test_ply_convention_in_spark(site, browser):
-    base, _ = site
-    right = _shoot(browser, f"{base}/index.html?{viewer_query('avatars/raw.ply', up='-y')}", "ply")
+    right = _shoot(browser, f"{site}/sie3d-viewer/index.html?{viewer_query('avatars/raw.ply', up='-y')}", "ply")
     assert upright_faces(right), "the COLMAP-convention .ply is not upright when the page turns it (up=-y)"
-    wrong = _shoot(browser, f"{base}/index.html?{viewer_query('avatars/raw.ply', up='y')}", "ply_wrong_up")
+    wrong = _shoot(browser, f"{site}/sie3d-viewer/index.html?{viewer_query('avatars/raw.ply', up='y')}",
+                   "ply_wrong_up")
     assert wrong.std() > 20 and not upright_faces(wrong), "y-down .ply shown as y-up must be upside down"
