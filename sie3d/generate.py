@@ -184,6 +184,9 @@ def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir:
     start = time.perf_counter()
     prepared = prepare_subject(subject, config, device)
     trainer = AvatarTrainer(config, prepared, out, device, prior=prior, progress=progress, log=log)
+    if trainer.guidance is not None:  # profile, LoRA and its scale, weights' sources and sha256
+        run.manifest["prior"] = trainer.guidance.prior.manifest_entry()
+        run.write_manifest()
     if resume:
         trainer.resume()
     try:

@@ -83,7 +83,7 @@ def make_subject(photos: Sequence[str | Path | np.ndarray], models: ModelsConfig
             names.append(str(photo))
     faces = [select_face(detect_faces(image, models.face_detector), what=name)
              for image, name in zip(images, names)]
-    encoder = make_identity_encoder(models.identity)
+    encoder = make_identity_encoder(models.identity, allow_glintr100=models.allow_glintr100_identity)
     identity = embed_photos(encoder, images, faces)
     return Subject(images, faces, identity, encoder.name, names)
 

@@ -1,0 +1,133 @@
+"""Full-size random stand-ins for the real diffusion weights, written in their exact on-disk layouts.
+
+:func:`write_synthetic_weights` fills a model cache (``<home>/models/<registry name>/...``) with what
+``sie3d weights download`` would put there for the Arc2Face / SD-1.5 prior, at the real sizes and
+architectures but with random values (seeded):
+
+==================  ===============================================================  ==============
+registry name       files                                                            parameters
+==================  ===============================================================  ==============
+arc2face-unet       ``arc2face/config.json`` + ``diffusion_pytorch_model.safetensors``  859,520,964
+arc2face-encoder    ``encoder/config.json`` + ``pytorch_model.bin`` (a pickle)          123,060,480
+sd15-vae            ``vae/config.json`` + ``diffusion_pytorch_model.safetensors``        83,653,863
+sd15-text-encoder   ``text_encoder/config.json`` + ``model.safetensors``                123,060,480
+sd15-tokenizer      ``tokenizer/`` (vocab.json, merges.txt, 2 JSON) + ``scheduler/`` (PNDM config)
+arc2face-lora       ``pytorch_lora_weights.safetensors`` (rank 4 on every attention's q, k, v, out)
+==================  ===============================================================  ==============
+
+The parameter counts are SD-1.5's published ones (:data:`PUBLISHED_PARAMETERS`). About 4.9 GB on disk;
+each network is built, saved and freed in turn, so peak memory is about one UNet (3.4 GB).
+Nothing here carries meaning: it exercises loaders, shapes, dtypes, memory and speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+from pathlib import Path
+
+import torch
+
+#: SD-1.5's published parameter counts (UNet, VAE, CLIP ViT-L/14 text encoder)
+PUBLISHED_PARAMETERS = {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}
+#: rank of the synthetic LoRA (diffusers' SD LoRA scripts default to 4)
+LORA_RANK = 4
+
+#: ``unet/config.json`` of SD-1.5 (Arc2Face's ``arc2face/config.json`` has the same architecture)
+SD15_UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False, "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+    "mid_block_scale_factor": 1, "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+#: ``vae/config.json`` of SD-1.5 (no ``scaling_factor``: diffusers' default 0.18215 applies)
+SD15_VAE_CONFIG = {
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+    "norm_num_groups": 32, "out_channels": 3, "sample_size": 512, "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+#: ``text_encoder/config.json`` of SD-1.5 (CLIP ViT-L/14's text tower; its historical bos/eos/pad ids kept)
+SD15_TEXT_CONFIG = {
+    "architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0,
+    "eos_token_id": 2, "hidden_act": "quick_gelu", "hidden_size": 768, "initializer_factor": 1.0,
+    "initializer_range": 0.02, "intermediate_size": 3072, "layer_norm_eps": 1e-05, "max_position_embeddings": 77,
+    "model_type": "clip_text_model", "num_attention_heads": 12, "num_hidden_layers": 12, "pad_token_id": 1,
+    "projection_dim": 768, "torch_dtype": "float32", "vocab_size": 49408,
+}
+#: ``scheduler/scheduler_config.json`` of SD-1.5 (a PNDM config; DDIMScheduler.from_pretrained keeps the betas)
+SD15_SCHEDULER_CONFIG = {
+    "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+    "clip_sample": False, "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
+    "steps_offset": 1, "trained_betas": None,
+}
+
+
+@contextlib.contextmanager
+def _seed(seed: int):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _free(*objects) -> None:
+    del objects
+    gc.collect()
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """Parameters of ``module`` without any LoRA factors (the base network's count)."""
+    return sum(p.numel() for name, p in module.named_parameters() if "lora_" not in name)
+
+
+def write_synthetic_weights(home: str | Path, seed: int = 0, log=print) -> dict[str, int]:
+    """Write the random full-size prior under ``home/models``; returns parameter counts per network.
+
+    Needs the ``clip-bpe-vocab`` file (offline registry model) for the tokenizer files.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ..weights import model_path
+    from .lora import add_random_lora, write_lora
+    from .prior import _save_clip_text
+    from .tokenizer import write_tokenizer_files
+
+    models = Path(home) / "models"
+    counts: dict[str, int] = {}
+
+    with _seed(seed):
+        unet = UNet2DConditionModel.from_config(SD15_UNET_CONFIG)
+    counts["unet"] = count_parameters(unet)
+    unet.save_pretrained(str(models / "arc2face-unet" / "arc2face"))
+    add_random_lora(unet, rank=LORA_RANK, seed=seed + 1)
+    write_lora(unet, models / "arc2face-lora")
+    log(f"[synthetic] UNet {counts['unet']:,} parameters + LoRA r={LORA_RANK} written", flush=True)
+    _free(unet)
+
+    with _seed(seed + 2):
+        vae = AutoencoderKL.from_config(SD15_VAE_CONFIG)
+    counts["vae"] = count_parameters(vae)
+    vae.save_pretrained(str(models / "sd15-vae" / "vae"))
+    _free(vae)
+
+    for offset, (name, folder, filename) in enumerate([
+            ("text_encoder", models / "sd15-text-encoder" / "text_encoder", "model.safetensors"),
+            ("id_encoder", models / "arc2face-encoder" / "encoder", "pytorch_model.bin")]):
+        with _seed(seed + 3 + offset):
+            encoder = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in SD15_TEXT_CONFIG.items()
+                                                       if k not in ("architectures", "model_type")}))
+        counts[name] = count_parameters(encoder)
+        _save_clip_text(encoder, folder, filename)
+        (folder / "config.json").write_text(json.dumps(SD15_TEXT_CONFIG, indent=2))
+        _free(encoder)
+    log(f"[synthetic] VAE {counts['vae']:,}, text encoders {counts['text_encoder']:,} + {counts['id_encoder']:,}",
+        flush=True)
+
+    write_tokenizer_files(model_path("clip-bpe-vocab"), models / "sd15-tokenizer" / "tokenizer")
+    (models / "sd15-tokenizer" / "scheduler").mkdir(parents=True, exist_ok=True)
+    (models / "sd15-tokenizer" / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps(SD15_SCHEDULER_CONFIG, indent=2))
+    return counts
