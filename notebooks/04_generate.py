@@ -207,6 +207,13 @@ fig = report.views_figure(runs)
 plt.show()
 display(HTML(report.turntables_html(runs)))
 
+# %% tags=["hide-input"]
+# each avatar in an interactive orbit viewer (three.js + Spark from the book's own files; the turntable without WebGL)
+from sie3d.avatar.web import show_avatar
+
+for name, (run_dir, _) in runs.items():
+    display(show_avatar(run_dir, title=name))
+
 # %% [markdown]
 # ## The accessory prompt
 #

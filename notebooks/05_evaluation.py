@@ -166,6 +166,13 @@ display(Markdown(report.movement_table(
     {a: json.loads((f.run_dir / "summary.json").read_text()) for a, f in run_files.items()},
     labels, config.models.emotion_loss_classifier)))
 
+# %% tags=["hide-input"]
+# the same avatars in the interactive orbit viewer (drag to rotate, scroll to zoom; the turntable without WebGL)
+from sie3d.avatar.web import show_avatar
+
+for ablation, files in run_files.items():
+    display(show_avatar(files.run_dir, title=labels[ablation], height=320))
+
 # %% [markdown]
 # ## Reading the numbers honestly
 #
