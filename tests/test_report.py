@@ -53,8 +53,8 @@ def runs(tmp_path):
 
 def test_run_table_rows_and_cells(runs):
     rows = _rows(report.run_table(runs))
-    assert [r[0] for r in rows] == ["photo", "**neutral** at the photo's expression", "**neutral** final",
-                                    "**surprise** at the photo's expression", "**surprise** final"]
+    assert [r[0] for r in rows] == ["photo", "**neutral**, photo's expression", "**neutral**, final",
+                                    "**surprise**, photo's expression", "**surprise**, final"]
     assert rows[0][1:3] == ["—", "happy 0.70, neutral 0.20"]  # the photo has no distance to itself
     assert rows[2][1:3] == ["0.450", "neutral 0.80, happy 0.10"]
     assert rows[2][3:] == ["+0.210", "+0.900", "+0.050", "+0.300"]  # no deepface column: none measured

@@ -89,7 +89,8 @@ def run_table(runs: Mapping[str, Run]) -> str:
     headers = ["image", "dlib distance", *(f"{c} (top 2)" for c in classifiers), *_LANDMARK_HEADERS]
     labels = ["photo"]
     for name in runs:
-        labels += [f"**{name}** at the photo's expression", f"**{name}** final"]
+        name = name.replace("_", " ")  # lets a long run name wrap in a narrow column
+        labels += [f"**{name}**, photo's expression", f"**{name}**, final"]
     return markdown_table(headers, [[label, *_report_cells(r, classifiers)] for label, r in zip(labels, reports)])
 
 
@@ -134,7 +135,7 @@ def check_table(runs: Mapping[str, Run]) -> str:
         distance = after.get("dlib_distance")
         person = "—" if distance is None else f"{distance:.3f} ({'same' if distance < SAME_PERSON else 'NOT same'})"
         p = [r.get("emotion_fer", {}).get(target) for r in (before, after)]
-        first = [f"**{name}**", person, f"{fmt(p[0])} → {fmt(p[1])}"]
+        first = [f"**{name.replace('_', ' ')}**", person, f"{fmt(p[0])} → {fmt(p[1])}"]
         mine = [c for c in checks if c.run == name]
         if not mine:
             rows.append([*first, "no expectation for this target", "", ""])
