@@ -268,10 +268,10 @@ if accessory and "neutral" in runs:
 # to keep the offline route's restriction with real weights.
 # :::
 #
-# With `interactive = True` (e.g. in JupyterLab) the next cell shows sliders for azimuth and elevation
-# and renders the chosen avatar from `avatar.ply`; the book is built headless and skips it.
+# With `interactive = True` (e.g. in JupyterLab) a cell of this notebook, left out of the book (built
+# headless), shows sliders for azimuth and elevation and renders the chosen avatar from `avatar.ply`.
 
-# %% tags=["hide-input"]
+# %% tags=["remove-cell"]
 if interactive:
     import ipywidgets as widgets
 
