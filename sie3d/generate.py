@@ -3,8 +3,9 @@
 Run directory layout (what :mod:`sie3d.evaluation.evaluate` reads):
 
 ``config.yaml`` ``manifest.json`` (seed, versions, git revision, status) · ``inputs/photo_K.png`` ·
-``metrics.jsonl`` (every logged iteration) · ``checkpoints/`` · ``avatar.ply`` (INRIA layout, at the
-target expression) · ``frontal.png`` · ``views/view_NNN.png`` + ``views.png`` (grid) ·
+``metrics.jsonl`` (every logged iteration) · ``checkpoints/`` · ``avatar.ply`` (INRIA layout, COLMAP
+y-down convention, at the target expression) + ``avatar.spz`` (the same, compressed, for web viewers) ·
+``frontal.png`` · ``views/view_NNN.png`` + ``views.png`` (grid) ·
 ``turntable.mp4`` + ``turntable.gif`` · ``summary.json``.
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from .avatar.ply import save_ply
+from .avatar.spz import save_spz
 from .config import Config
 from .diffusion.prior import DiffusionPrior
 from .face.detect import detect_faces
@@ -102,6 +104,7 @@ def write_outputs(trainer: AvatarTrainer, run: RunDir, prepared: PreparedSubject
         final = trainer.gaussians.to_world(final_vertices).detach()
         at_photo = trainer.gaussians.to_world(trainer.template.deform(trainer.photo_expression)).detach()
     save_ply(final.to("cpu"), out / "avatar.ply")
+    save_spz(final.to("cpu"), out / "avatar.spz")
 
     backend = config.render.backend
     frontal, frontal_photo = (render_views(s, [0.0], EVAL_RESOLUTION, cams, backend=backend)[0] for s in (final, at_photo))
