@@ -191,7 +191,8 @@ def test_run_ablations_generates_evaluates_and_reuses_real_runs(tmp_path, repo_r
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["group"] == "no_emotion_loss" and metrics["n_renders"] == 1 + config.eval.n_views
-    assert metrics["identity"]["model"] == "dlib" and metrics["emotion"]["loss"]["classifier"] == "fer"
+    assert metrics["identity"]["model"] == "sface" and metrics["emotion"]["loss"]["classifier"] == "fer"
+    assert metrics["identity_conditioning"]["model"] == "dlib" and metrics["emotion"]["held_out"]["classifier"] == "faceapi"
     assert study.evaluation_dir == out / "evaluation"
     assert [g["group"] for g in study.evaluation["groups"]] == ["no_emotion_loss"]
     assert "w/o perceptual expression loss" in [r.method for r in paper_rows(study.evaluation)[0]]
