@@ -114,7 +114,8 @@ print(f"grid done in {time.perf_counter() - start:.0f} s: " + ", ".join(
 #
 # Pooled per ablation (over identities and expressions: here one run each). *ID* is the cosine
 # similarity of the identity encoder's embeddings of the photo and of each render in which the detector
-# finds a face; *NPS* and *accuracy* (top class = the target expression) are computed over the same
+# finds a face, with a held-out encoder (SFace offline, ArcFace R50 with real weights) and, beside it,
+# the encoder that conditions the run (dlib's descriptor offline), which is not an independent judge; *NPS* and *accuracy* (top class = the target expression) are computed over the same
 # renders, with the classifier the expression loss optimised and with a held-out one the optimisation
 # never saw. The distribution distance needs at least two embedded images on each side: several
 # identities or a reference set (`--reference DIR`).
@@ -195,10 +196,11 @@ for ablation, files in run_files.items():
 # * *FID*: the Inception weights are not cached, and FID over a handful of renders is dominated by
 #   small-sample bias even with them; the dlib-descriptor Fréchet distance is a labelled stand-in,
 #   undefined with one identity.
-# * *The held-out classifier*: when its weights are not cached every NPS is measured by the classifier the
-#   loss optimised, which can be lowered partly by fitting that network's quirks (frown-like blendshapes
-#   against a texture painted from a smiling photo, with the top class still "happy"). Only a held-out
-#   classifier separates a neutral face from a fooled classifier.
+# * *The held-out classifier*: the NPS of the classifier the loss optimised can be lowered partly by
+#   fitting that network's quirks (frown-like blendshapes against a texture painted from a smiling photo,
+#   with the top class still "happy"). Only a held-out classifier separates a neutral face from a fooled
+#   classifier: offline that is face-api's expression network (another lineage than fer, weights from an
+#   npm package), and Table 2's direction is read from its column.
 # * *Statistics and length*: one identity, one expression, one seed, only renders in which dlib's frontal
 #   detector finds a face (the side and back views mostly drop out), and a few dozen iterations instead
 #   of the paper's thousands. Differences between runs carry no confidence interval.

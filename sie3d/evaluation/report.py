@@ -231,10 +231,13 @@ def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], gai
 
 def metrics_table(evaluation: Mapping[str, Any], labels: Mapping[str, str], loss_classifier: str,
                   held_out_classifier: str) -> str:
-    """Markdown: one row per group (ablation) of ``evaluation``: renders with a face, ID, NPS and accuracy
-    with the loss and held-out classifiers, and the distribution distance."""
+    """Markdown: one row per group (ablation) of ``evaluation``: renders with a face, ID with the held-out
+    encoder and with the one that conditions the run, NPS and accuracy with the loss and held-out
+    classifiers, and the distribution distance."""
     models = evaluation["models"]
-    headers = ["ablation", "renders with a face", f"ID ↑ ({models['identity']})",
+    conditioning = models.get("identity_conditioning")
+    headers = ["ablation", "renders with a face", f"ID ↑ ({models['identity']}, held out)",
+               *([f"ID ↑ ({conditioning}, conditioning)"] if conditioning else []),
                f"NPS ↓ ({loss_classifier}, loss)", f"acc ↑ ({loss_classifier}, loss)",
                f"NPS ↓ ({held_out_classifier}, held out)", f"acc ↑ ({held_out_classifier}, held out)",
                f"{models['frechet_label']} ↓"]
@@ -242,7 +245,8 @@ def metrics_table(evaluation: Mapping[str, Any], labels: Mapping[str, str], loss
     for group in evaluation["groups"]:
         faces = sum(r["identity"]["n_renders_with_face"] for r in evaluation["runs"] if r["group"] == group["group"])
         rows.append([labels.get(group["group"], group["group"]), f"{faces}/{group['renders']}",
-                     fmt(group["id_mean"]), fmt(group["loss_nps"]), fmt(group["loss_accuracy"], 2),
+                     fmt(group["id_mean"]), *([fmt(group.get("id_conditioning_mean"))] if conditioning else []),
+                     fmt(group["loss_nps"]), fmt(group["loss_accuracy"], 2),
                      fmt(group["held_out_nps"]), fmt(group["held_out_accuracy"], 2), fmt(group["frechet"])])
     return markdown_table(headers, rows)
 
@@ -255,7 +259,9 @@ def metrics_notes(evaluation: Mapping[str, Any]) -> str:
     notes += sorted({f"{models['frechet_label']}: {g['distance_note']}" for g in evaluation["groups"]
                      if g["distance_note"]})
     notes.append(f"identity encoder: {models['identity']} (detector {models['detector']})"
-                 + (f"; {'; '.join(models['identity_notes'])}" if models["identity_notes"] else ""))
+                 + (f"; {'; '.join(models['identity_notes'])}" if models["identity_notes"] else "")
+                 + (f"; beside it the encoder that conditions the run, {models['identity_conditioning']} (not held out)"
+                    if models.get("identity_conditioning") else ""))
     return "\n".join(f"* {n}" for n in notes)
 
 
