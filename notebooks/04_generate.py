@@ -294,6 +294,38 @@ if interactive:
                      elevation=widgets.FloatSlider(value=0, min=-60, max=60, step=5, description="elevation",
                                                    continuous_update=False))
 
+# %% tags=["hide-input"]
+# Expression control: free text -> the emotion loss's class, and re-posing a finished run (sie3d animate)
+from sie3d.avatar.animate import morph_coefficients, orbit_azimuths, render_morph, target_coefficients
+from sie3d.face.expression_text import UnknownExpression, match_words
+from sie3d.train.finished import load_finished_avatar
+
+mapping_rows = []
+for text in ["smiling broadly", "surprised", "furious", "crying softly", "terrified", "not happy"]:
+    try:
+        m = match_words(text)
+        mapping_rows.append(f"| {text} | {m.emotion} | {m.score:.2f} | {', '.join(m.evidence)} |")
+    except UnknownExpression:
+        mapping_rows.append(f"| {text} | (one-line error listing the classes) | | |")
+display(Markdown(
+    "## Expression control\n\n`--expression` is free text: it enters eq 4 as written, and the word list of "
+    "`sie3d.face.expression_text` maps it to the emotion loss's class (`summary.json` records the mapping). "
+    "Offline the intensity η acts on that loss: its target is η·class + (1 − η)·neutral. "
+    "`sie3d animate RUN --to surprise` morphs a finished avatar's blendshape coefficients to another "
+    "expression while the camera orbits.\n\n| text | class | score | words |\n|---|---|---|---|\n"
+    + "\n".join(mapping_rows)))
+animated = load_finished_avatar(runs[expressions[0]][0])
+target, described = target_coefficients("surprise", animated.template)
+frames = render_morph(animated.gaussians, morph_coefficients(animated.expression, target, 4), orbit_azimuths(4, 30.0),
+                      192, camera_cfg=config.cameras, backend=config.render.backend)
+fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
+for i, (ax, frame) in enumerate(zip(axes, frames)):
+    ax.imshow(frame)
+    ax.axis("off")
+    ax.set_title(f"t = {i / 3:.2f}", fontsize=9)
+fig.suptitle(f"{expressions[0]} run re-posed --to surprise ({described})", fontsize=9)
+plt.show()
+
 # %% [markdown]
 # ## Summary
 
