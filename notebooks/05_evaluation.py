@@ -78,10 +78,10 @@ labels = {name: label for name, _, label in ABLATIONS}
 photo_path = save_image(skimage.data.astronaut(), out_dir / "photos" / "astronaut.png")
 identities = [photo_path, *(Path(p) for p in photos)]
 print(f"preset {config.preset}: {grid_config.train.iterations} iterations per run, prior '{config.models.prior}', "
-      f"identity '{config.eval.identity_model}', emotion classifiers '{config.models.emotion_loss_classifier}' "
-      f"(loss) / '{config.models.emotion_eval_classifier}' (held out), distance features "
+      f"identity '{config.eval.identity_model}',\nemotion classifiers '{config.models.emotion_loss_classifier}' "
+      f"(loss) / '{config.models.emotion_eval_classifier}' (held out),\ndistance features "
       f"'{config.eval.fid_features}'")
-print("ablations:", "; ".join(f"{name} = {label}" for name, label in labels.items()))
+print("ablations:\n" + "\n".join(f"  {name} = {label}" for name, label in labels.items()))
 
 # %% [markdown]
 # ## Run the grid
@@ -158,7 +158,9 @@ run_files = {r.ablation: read_run(r.run_dir) for r in study.runs
 per_run = {Path(r["run_dir"]): r for r in evaluation["runs"]}
 titles = {a: f"{labels[a]}\nID {report.fmt(per_run[f.run_dir]['identity']['frontal'], 2)}  "
              f"NPS {report.fmt(per_run[f.run_dir]['emotion']['loss']['nps'], 2)}" for a, f in run_files.items()}
-fig = report.ablation_gallery(load_photo(photo_path), {a: f.renders for a, f in run_files.items()}, titles)
+# the frontal render and every second view (front, sides, back), so each panel stays legible
+fig = report.ablation_gallery(load_photo(photo_path), {a: f.renders[:1] + f.renders[1::2] for a, f in run_files.items()},
+                              titles)
 fig.savefig(out_dir / "gallery.png", dpi=80, bbox_inches="tight")
 
 # %% tags=["hide-input"]

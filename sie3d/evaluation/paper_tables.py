@@ -130,7 +130,7 @@ def comparison_markdown(ours: Sequence[OurRow], provenance: Provenance,
         notes.append("Our distribution distance is not FID: its scale is not comparable with the paper's FID.")
     if provenance.identity_model.lower() not in ("cosface", "arcface"):
         notes.append(f"Our ID uses {provenance.identity_model}, not CosFace: compare rankings, not values.")
-    return "\n\n".join([*notes, markdown_table(headers, rows)])
+    return "\n\n".join([" ".join(notes), markdown_table(headers, rows)])
 
 
 def comparison_bar_plot(ours: Sequence[OurRow], provenance: Provenance,
@@ -151,7 +151,7 @@ def comparison_bar_plot(ours: Sequence[OurRow], provenance: Provenance,
         return [getattr(table[m], attr) if m in table and getattr(table[m], attr) is not None else math.nan
                 for m in methods]
 
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), sharex=True)
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6.5), sharex=True)
     paper_panels = [("fid", "FID ↓ (Inception)"), ("id", "ID ↑ (CosFace)"), ("nps", "NPS ↓ (DeepFace)")]
     for ax, (attr, title) in zip(axes[0], paper_panels):
         ax.bar(x, values(paper_by_method, attr), color="#7f7f7f")
