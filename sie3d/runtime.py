@@ -1,4 +1,5 @@
-"""Seeding, device choice and run directories with ``config.yaml`` + ``manifest.json``."""
+"""Seeding, device choice, run directories with ``config.yaml`` + ``manifest.json``, the run-directory
+lock (one writer per run) and the model cache a long-lived worker keeps between runs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 import platform
 import random
 import subprocess
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,3 +137,125 @@ class RunDir:
         self.manifest["finished"] = _now()
         self.manifest["status"] = status
         self.write_manifest()
+
+
+# --------------------------------------------------------------------------- one writer per run directory
+
+LOCK_FILE = ".lock"
+
+
+class RunDirLocked(FileExistsError):
+    """Another live process holds the run directory's lock (the message names it)."""
+
+
+def _process_start_time(pid: int) -> float | None:
+    """Epoch seconds at which local process ``pid`` started (Linux ``/proc``); None when unknown."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _holder_alive(holder: dict[str, Any]) -> bool:
+    """Whether the process that wrote a lock still runs (other hosts: assumed alive)."""
+    if holder.get("host") != platform.node():
+        return True
+    pid = int(holder.get("pid", -1))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    started = _process_start_time(pid)  # a recycled pid started after the lock was written
+    return started is None or started <= float(holder.get("time", float("inf"))) + 2.0
+
+
+class RunLock:
+    """Exclusive lock of a run directory: ``<run>/.lock`` holds the owner's pid, host and start time.
+
+    Use as a context manager around everything that writes into the run. A lock whose process is gone
+    (same host, pid not running or recycled) is taken over with a warning; a live holder, or one on
+    another host, makes :meth:`acquire` raise :class:`RunDirLocked` naming it.
+    """
+
+    def __init__(self, run_dir: str | Path, warn: Any = None):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
+        self.held = False
+
+    def read(self) -> dict[str, Any] | None:
+        """The holder record, ``{}`` for an unreadable lock file, None when there is no lock."""
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"pid": os.getpid(), "host": platform.node(), "started": _now(), "time": time.time()}
+        tmp = self.path.with_name(f"{LOCK_FILE}.{platform.node()}.{os.getpid()}")
+        tmp.write_text(json.dumps(record))
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, self.path)  # atomic and exclusive, with the content already in place
+                    self.held = True
+                    return self
+                except FileExistsError:
+                    holder = self.read()
+                    if holder is None:
+                        continue
+                    if holder and _holder_alive(holder):
+                        raise RunDirLocked(
+                            f"{self.path.parent} is in use by pid {holder.get('pid')} on {holder.get('host')} "
+                            f"(since {holder.get('started')}); wait for it to finish, or delete {self.path} "
+                            "if that process is gone") from None
+                    what = (f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
+                            if holder else "unreadable")
+                    self.warn(f"{self.path.parent}: taking over a stale lock ({what}): its process is not running")
+                    self.path.unlink(missing_ok=True)
+            raise RunDirLocked(f"{self.path.parent}: another process keeps taking the lock {self.path}")
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        if self.held:
+            holder = self.read()
+            if holder and holder.get("pid") == os.getpid() and holder.get("host") == platform.node():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+# --------------------------------------------------------------------------- models kept across runs
+
+
+class ModelCache:
+    """Models a long-lived process keeps between runs (a batch worker), keyed by what built them.
+
+    ``get(key, build)`` returns the object built for ``key`` earlier in this process, else calls
+    ``build()`` once and keeps it. Keys must name everything the model depends on (its config
+    section, device, dtype). Only stateless-at-inference models belong here: nothing a run trains.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[Any, Any] = {}
+        self.builds: dict[Any, float] = {}  # key -> seconds its build took
+
+    def get(self, key: Any, build: Any) -> Any:
+        if key not in self._items:
+            start = time.perf_counter()
+            self._items[key] = build()
+            self.builds[key] = time.perf_counter() - start
+        return self._items[key]

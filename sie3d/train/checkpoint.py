@@ -10,7 +10,7 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -50,6 +50,39 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
+
+
+class NoUsableCheckpoint(ValueError):
+    """Every checkpoint of a run failed to load (the message lists each file and why)."""
+
+
+def load_newest_checkpoint(run_dir: str | Path,
+                           warn: Callable[[str], None] = print) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of a run that loads, as ``(path, state)``; None when there is none.
+
+    A file that does not load (truncated by a full disk, a crash outside ``save_checkpoint``...) is
+    renamed to ``*.pt.corrupt`` (kept for inspection, no longer listed) and ``warn`` says which file
+    was skipped and why; the next older one is tried.
+
+    Raises:
+        NoUsableCheckpoint: checkpoints exist but none loads.
+    """
+    skipped = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            state = load_checkpoint(path)
+            if not isinstance(state, dict) or "iteration" not in state:
+                raise ValueError("not a training checkpoint (no 'iteration')")
+            return path, state
+        except Exception as exc:  # torch.load raises many types for a damaged file
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+            path.rename(path.with_name(path.name + ".corrupt"))
+            skipped.append(f"{path.name} ({reason})")
+            warn(f"[checkpoint] skipped {path} ({reason}); kept as {path.name}.corrupt, trying the previous one")
+    if skipped:
+        raise NoUsableCheckpoint(f"no checkpoint of {run_dir} loads: {'; '.join(skipped)}; "
+                                 "all were renamed *.corrupt, so resuming again starts the run over")
+    return None
 
 
 def prune_checkpoints(run_dir: str | Path, keep: int = 2) -> None:
