@@ -168,3 +168,21 @@ def test_lora_download_checks_the_git_blob_and_records_its_sha256(tmp_path, monk
     with pytest.raises(ChecksumMismatch, match="git blob"):
         download("arc2face-lora", progress=False, force=True)
     assert not path.exists()
+
+
+@pytest.mark.gpu
+def test_lora_on_a_half_precision_unet(home, tiny):
+    config = load_config(overrides=["models.prior=arc2face", "models.half_precision=true", "models.lora_scale=0.45",
+                                    "conditioning.cache_embeddings=false"])
+    prior = DiffusionPrior.from_config(config, "cuda")
+    assert prior.unet.dtype == torch.float16 and prior.lora.scale == 0.45
+    x = torch.randn(2, 4, 8, 8, device="cuda")
+    emb = prior.encode_text(["front view", "side view"])
+    with_lora = prior.predict_noise(x, 300, emb)
+    prior.lora = dataclasses.replace(prior.lora, scale=0.0)
+    base = prior.predict_noise(x, 300, emb)
+    reference = tiny.to("cuda").predict_noise(x, 300, emb)
+    tiny.to("cpu")
+    assert with_lora.dtype == torch.float32 and torch.isfinite(with_lora).all()
+    assert (with_lora - base).abs().max() > 1e-3
+    torch.testing.assert_close(base, reference, rtol=1e-2, atol=1e-2)  # fp16 UNet vs fp32 UNet
