@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -201,3 +202,38 @@ def test_animate_components_and_errors(tiny_run, tmp_path, capsys):
     assert main(["animate", str(run), "--to", "neutral", "--frames", "1", "--resolution", "16",
                               "--out", str(tmp_path / "one.gif")]) == 0
     assert iio.imread(tmp_path / "one.gif").shape[0] == 1
+
+
+def test_intensity_sweep_makes_one_run_per_eta_a_strip_a_video_and_a_table(tmp_path, monkeypatch, repo_root):
+    import numpy as np
+
+    import sie3d.generate
+
+    calls = []
+
+    def fake_generate(photos, config, out_dir, **kwargs):  # what generate leaves, without the optimisation
+        eta = config.conditioning.eta_expr
+        calls.append((eta, config.conditioning.expression, config.conditioning.expression_class))
+        out_dir.mkdir(parents=True)
+        iio.imwrite(out_dir / "frontal.png", np.full((32, 32, 3), int(200 * eta), np.uint8))
+        (out_dir / "manifest.json").write_text(json.dumps({"status": "finished",
+                                                           "params_hash": config.params_hash()}))
+        probs = dict(zip(EMOTIONS, [0, 0, 0, eta, 0, 0, 1 - eta]))
+        return {"frontal": {"face_found": True, "emotion_fer": probs}, "classifiers_missing": {}}
+
+    monkeypatch.setattr(sie3d.generate, "generate", fake_generate)
+    out = tmp_path / "sweep"
+    argv = ["generate", "photo.png", "--expression", "smiling broadly", "--intensity", "0,0.25,0.5,0.75,1",
+            "--params", str(repo_root / "params/quick.yaml"), "--out", str(out)]
+    assert main(argv) == 0
+    etas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert calls == [(eta, "smiling broadly", "happy") for eta in etas]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [sweep_run_name(e) for e in etas]
+    table = json.loads((out / "sweep.json").read_text())
+    assert [r["eta"] for r in table["runs"]] == etas and table["emotion"] == "happy"
+    assert [r["p_target"]["fer"] for r in table["runs"]] == etas
+    assert json.loads((out / "eta_0.25/summary.json").read_text())["expression_match"]["emotion"] == "happy"
+    assert iio.imread(out / "sweep.png").shape[:2] == (32, 5 * 32)
+    assert iio.imread(out / "sweep.mp4").shape[0] == 5 * 8 + 4 * 6  # held 8 frames, cross-faded over 6
+    calls.clear()
+    assert main(argv) == 0 and calls == []  # finished runs with the same params are reused

@@ -127,7 +127,7 @@ def sweep_record(eta: float, run_dir: Path, summary: dict, emotion: str) -> dict
 def _sweep(args, config, etas: list[float], match) -> int:
     import imageio.v3 as iio
 
-    from ..evaluation.ablations import is_generated
+    from ..evaluation.ablations import is_generated, manifest_params_hash
     from ..generate import load_summary
     from ..render.media import save_image, save_turntable
     from ..render.sequences import crossfade_sequence, labelled_strip
@@ -138,8 +138,9 @@ def _sweep(args, config, etas: list[float], match) -> int:
     for eta in etas:
         run_dir = out / sweep_run_name(eta)
         run_config = replace(config, conditioning=replace(config.conditioning, eta_expr=eta))
-        if is_generated(run_dir) and (run_dir / "summary.json").is_file():
-            print(f"[sweep] η={eta:g}: {run_dir} is finished, reused")
+        if (is_generated(run_dir) and (run_dir / "summary.json").is_file()
+                and manifest_params_hash(run_dir) == run_config.params_hash()):
+            print(f"[sweep] η={eta:g}: {run_dir} is finished with the same params, reused")
             summary = load_summary(run_dir)
         else:
             print(f"[sweep] η={eta:g}: {run_dir}")
