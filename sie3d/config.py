@@ -57,6 +57,12 @@ class ModelsConfig:
     template: str = "flame"  # builtin | flame | path to .obj/.ply
     flame_model_path: str = ""  # user-supplied FLAME generic model (.pkl or .npz); never shipped
     tiny_prior_seed: int = 0
+    # the template made like the person in the photo (sie3d.avatar.person_fit, MediaPipe's face mesh and
+    # selfie segmentation): face shape from the 3D landmarks; skin and hair colours where the photo
+    # cannot see; the photo's open mouth (a smile's teeth) painted as the mouth's interior
+    person_shape: bool = True
+    person_colours: bool = True
+    hide_teeth: bool = True
 
 
 @dataclass

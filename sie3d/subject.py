@@ -7,7 +7,10 @@ Two steps, each done once per run:
 * :func:`prepare_subject` -- everything else derived from the photo, given the template the avatar is
   bound to (:class:`PreparedSubject`): the reference photo's 68 landmarks and dlib descriptor, its own
   expression as blendshape coefficients with the similarity that aligns it to the frontal camera, the
-  photo warped into that camera (reference view), and the emotion classifier's crop box.
+  photo warped into that camera (reference view), and the emotion classifier's crop box; with
+  MediaPipe's face mesh and selfie segmentation also the template in the person's face shape and
+  skin / hair colours, and the photo the appearance is fitted to with its teeth hidden
+  (:mod:`sie3d.avatar.person_fit`, ``models.person_shape`` / ``person_colours`` / ``hide_teeth``).
 
 The trainer (:mod:`sie3d.train`) and the run outputs (:mod:`sie3d.generate`) read these fields; none of
 them detects, embeds or fits the photo again.
@@ -23,7 +26,9 @@ import numpy as np
 import torch
 
 from .avatar.expression_fit import ExpressionFit
-from .avatar.reference_view import ReferenceView, align_reference_view, fit_reference, scaled_matrix
+from .avatar.person_fit import fit_template_shape, hide_teeth, person_colours
+from .avatar.reference_view import (FIT_RESOLUTION, ReferenceView, align_reference_view, fit_reference,
+                                    scaled_matrix)
 from .avatar.template import HeadTemplate
 from .avatar.template_files import load_template
 from .config import Config, ModelsConfig
@@ -103,6 +108,9 @@ class PreparedSubject:
         reference: the photo warped into ``frontal`` with the face-region mask, or ``None`` likewise.
         photo_expression: ``[K]`` blendshape coefficients of the photo (zeros without a fit).
         face_box: ``[4]`` emotion-classifier crop in the frontal render, in [0, 1] image units.
+        appearance: ``[H, W, 3]`` uint8, the photo the colours are painted from and the reference view
+            shows (the photo, its mouth opening hidden with ``models.hide_teeth``).
+        person: diagnostics of the person fit (shape: width scale, landmark RMS; colours: skin, hair).
     """
 
     subject: Subject
@@ -114,6 +122,8 @@ class PreparedSubject:
     reference: ReferenceView | None
     photo_expression: torch.Tensor
     face_box: torch.Tensor
+    appearance: np.ndarray
+    person: dict = field(default_factory=dict)
 
     @property
     def photo(self) -> np.ndarray:
@@ -131,20 +141,52 @@ def prepare_subject(subject: Subject, config: Config, device: torch.device,
     Args:
         template: the head template to bind to; ``None`` loads ``config.models.template``.
     """
-    template = (template if template is not None else load_template(config.models)).to(device)
+    template = (template if template is not None else load_template(config.models)).to("cpu")
     frontal_resolution = config.render.frontal_resolution or config.render.resolution
     frontal = frontal_camera(config.cameras, frontal_resolution).to(device)
     landmarks = landmarks_68(subject.photo, subject.face)
     descriptor = make_identity_encoder("dlib").raw(subject.photo, subject.face)
     fit = reference = None
+    appearance, person = subject.photo, {}
     if config.loss.lambda_ref > 0:
         fit = fit_reference(landmarks, template, config.cameras)
-        reference = align_reference_view(subject.photo, fit, template, frontal).to(device)
+        template, fit, appearance, person = _person_fit(subject, template, fit, landmarks, config)
+        reference = align_reference_view(appearance, fit, template.to(device), frontal).to(device)
+    template = template.to(device)
     photo_expression = (fit.coefficients.to(device) if fit is not None
                         else torch.zeros(len(template.expression_names), device=device))
     face_box = classifier_box(template, frontal, subject.face, fit, config.models.emotion_crop_margin)
     return PreparedSubject(subject, template, frontal, landmarks, descriptor, fit, reference,
-                           photo_expression, face_box)
+                           photo_expression, face_box, appearance, person)
+
+
+def _person_fit(subject: Subject, template: HeadTemplate, fit: ExpressionFit, landmarks: np.ndarray,
+                config: Config) -> tuple[HeadTemplate, ExpressionFit, np.ndarray, dict]:
+    """The template shaped and coloured like the person, the expression re-fitted to the new shape,
+    and the appearance photo (see :class:`PreparedSubject`)."""
+    models = config.models
+    if not (models.person_shape or models.person_colours or models.hide_teeth):
+        return template, fit, subject.photo, {}
+    import cv2
+
+    from .face.mediapipe_models import face_mesh, hair_mask, mouth_opening_mask
+
+    mesh = face_mesh(subject.photo, subject.face)
+    person: dict = {"mesh_presence": mesh.presence}
+    if models.person_shape:
+        template, person["shape"] = fit_template_shape(template, mesh.points, fit.coefficients)
+        fit = fit_reference(landmarks, template, config.cameras)
+    if models.person_colours:
+        camera = frontal_camera(config.cameras, FIT_RESOLUTION)
+        template, person["colours"] = person_colours(
+            template, subject.photo, mesh.points, hair_mask(subject.photo, mesh),
+            cv2.invertAffineTransform(fit.matrix), camera, fit.coefficients)
+    appearance = subject.photo
+    if models.hide_teeth:
+        opening = mouth_opening_mask(subject.photo.shape[:2], mesh)
+        appearance = hide_teeth(subject.photo, opening)
+        person["mouth_opening_pixels"] = int(opening.sum())
+    return template, fit, appearance, person
 
 
 def classifier_box(template: HeadTemplate, frontal: Cameras, face: Face, fit: ExpressionFit | None,

@@ -29,6 +29,8 @@ from ..weights import model_path
 from .detect import Face
 from .tflite_graph import TFLiteGraph
 
+#: the inner lip contour of the 468-point mesh (the mouth opening), in order around the mouth
+INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 MESH_INPUT = 192
 SEGMENTATION_INPUT = 256
 FACE_MESH_SCALE = 1.5  # crop side / detected box side (MediaPipe enlarges its detections likewise)
@@ -113,3 +115,10 @@ def hair_mask(image: np.ndarray, mesh: FaceMesh, threshold: float = 0.5, grow: f
     jaw = (widest + float(mesh.points[:, 1].max())) / 2
     rows = np.arange(person.shape[0])[:, None] <= jaw
     return person & (face == 0) & rows
+
+
+def mouth_opening_mask(shape: tuple[int, int], mesh: FaceMesh) -> np.ndarray:
+    """``[H, W]`` bool: inside the inner lip contour (teeth, tongue, the dark of an open mouth)."""
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(mesh.points[list(INNER_LIPS), :2]).astype(np.int32)], 1)
+    return mask.astype(bool)

@@ -125,7 +125,7 @@ class AvatarTrainer:
             self.emotion_target = intensity_target(self.target_emotion, eta).to(device)  # [7]
         self.reference = prepared.reference
         if prepared.fit is not None:  # appearance from the photo at its own expression; the target starts there
-            paint_from_reference(self.gaussians, prepared.photo, prepared.fit, self.template,
+            paint_from_reference(self.gaussians, prepared.appearance, prepared.fit, self.template,
                                  frontal_camera(config.cameras, FIT_RESOLUTION))
             with torch.no_grad():
                 self.expression.copy_(prepared.photo_expression)

@@ -1,0 +1,110 @@
+"""The template shaped and coloured like the person (MediaPipe mesh + selfie segmentation on the astronaut)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from sie3d.avatar.person_fit import (MESH_LANDMARKS, STABLE, fit_template_shape, hide_teeth, person_colours,
+                                     umeyama_3d)
+from sie3d.avatar.reference_view import FIT_RESOLUTION, fit_reference
+from sie3d.avatar.template_files import load_template
+from sie3d.config import load_config
+from sie3d.face.detect import detect_faces
+from sie3d.face.landmarks import landmarks_68
+from sie3d.render.cameras import frontal_camera
+from sie3d.weights import is_available
+
+needs_models = pytest.mark.skipif(
+    not all(is_available(m) for m in ("mediapipe-face-landmark", "mediapipe-selfie-segmentation")),
+    reason="MediaPipe models not cached: sie3d weights download --offline-set")
+
+
+def test_umeyama_3d_recovers_a_known_similarity():
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(12, 3))
+    angle = 0.7
+    rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    dst = 1.7 * src @ rotation.T + np.array([0.3, -2.0, 5.0])
+    scale, r, t = umeyama_3d(src, dst)
+    assert scale == pytest.approx(1.7) and np.allclose(r, rotation) and np.allclose(t, [0.3, -2.0, 5.0])
+
+
+@pytest.fixture(scope="module")
+def astronaut_fit():
+    from sie3d.face.mediapipe_models import face_mesh, hair_mask
+
+    config = load_config("params/quick.yaml")
+    image = skimage.data.astronaut()
+    face = detect_faces(image, "dlib")[0]
+    template = load_template(config.models)
+    landmarks = landmarks_68(image, face)
+    fit = fit_reference(landmarks, template, config.cameras)
+    mesh = face_mesh(image, face)
+    return config, image, template, fit, mesh, hair_mask(image, mesh)
+
+
+def _landmark_rms(template, points, expression) -> float:
+    """RMS distance of the template's landmarks to the mesh's after the best 3D similarity (independent
+    recomputation, all landmarks)."""
+    names = [n for n in MESH_LANDMARKS if n in template.landmarks]
+    world = points * np.array([1.0, -1.0, -1.0])
+    target = np.stack([world[list(MESH_LANDMARKS[n])].mean(0) for n in names])
+    ours = template.deform(expression).numpy()[[template.landmarks[n] for n in names]]
+    stable = [names.index(n) for n in STABLE]
+    s, r, t = umeyama_3d(target[stable], ours[stable])
+    return float(np.sqrt((((s * target @ r.T + t) - ours) ** 2).sum(-1).mean()))
+
+
+@needs_models
+def test_shape_follows_the_landmarks_and_ignores_the_photos_pose(astronaut_fit):
+    _, _, template, fit, mesh, _ = astronaut_fit
+    shaped, info = fit_template_shape(template, mesh.points, fit.coefficients)
+    assert _landmark_rms(shaped, mesh.points, fit.coefficients) < 0.8 * _landmark_rms(template, mesh.points,
+                                                                                      fit.coefficients)
+    # the same face rotated, scaled and moved in the photo gives the same head
+    angle = np.radians(12.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    moved = 0.8 * mesh.points @ rotation.T + np.array([40.0, -25.0, 3.0])
+    again, _ = fit_template_shape(template, moved, fit.coefficients)
+    assert (again.vertices - shaped.vertices).abs().max() < 1e-3
+    # a wider face (x stretched about the face's centre) gives a wider head
+    centre = mesh.points.mean(0)
+    wide, wide_info = fit_template_shape(template, (mesh.points - centre) * [1.1, 1, 1] + centre, fit.coefficients)
+    assert wide_info["width_scale"] == pytest.approx(1.1 * info["width_scale"], rel=0.03)
+    assert float(np.ptp(wide.vertices[:, 0].numpy())) > float(np.ptp(shaped.vertices[:, 0].numpy()))
+    assert shaped.faces is template.faces and shaped.expression_basis is template.expression_basis
+
+
+@needs_models
+def test_colours_put_hair_on_the_back_and_skin_on_the_face(astronaut_fit):
+    config, image, template, fit, mesh, hair = astronaut_fit
+    camera = frontal_camera(config.cameras, FIT_RESOLUTION)
+    coloured, info = person_colours(template, image, mesh.points, hair, cv2.invertAffineTransform(fit.matrix),
+                                    camera, fit.coefficients)
+    colours, v = coloured.init_colors.numpy(), template.vertices.numpy()
+    hair_colour = np.median(image[hair], axis=0) / 255
+    assert np.allclose(info["hair"], hair_colour)
+    back_top = (v[:, 2] < -0.4) & (v[:, 1] > 0.3)
+    assert np.allclose(colours[back_top], hair_colour, atol=1e-6)
+    face = template.face_region.numpy() & (v[:, 1] < 0.2)
+    assert np.linalg.norm(colours[face].mean(0) - hair_colour) > 0.3  # skin-toned, not hair
+    neck = v[:, 1] < -1.2
+    assert np.allclose(colours[neck].mean(0), info["skin"], atol=0.02)
+    assert np.mean(info["skin"]) > np.mean(hair_colour) + 0.2  # her skin is lighter than her hair
+
+
+@needs_models
+def test_teeth_are_hidden_inside_the_mouth_opening(astronaut_fit):
+    from sie3d.face.mediapipe_models import mouth_opening_mask
+
+    _, image, _, _, mesh, _ = astronaut_fit
+    opening = mouth_opening_mask(image.shape[:2], mesh)
+    assert 100 < opening.sum() < 2000 and image[opening].mean() > 150  # her smile shows white teeth
+    hidden = hide_teeth(image, opening)
+    assert hidden[opening].mean() < 50
+    grown = cv2.dilate(opening.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert np.array_equal(hidden[~grown], image[~grown])
