@@ -31,7 +31,7 @@ from .face.expression_text import emotion_class
 from .face.identity import cosine_similarity, dlib_distance, make_identity_encoder
 from .face.landmarks import expression_measures, landmarks_68
 from .render.media import render_turntable, render_views, save_image, save_turntable, view_grid
-from .runtime import RunDir, resolve_device, write_json_atomic
+from .runtime import ModelCache, RunDir, RunLock, resolve_device, write_json_atomic
 from .subject import PreparedSubject, make_subject, prepare_subject
 from .train.trainer import AvatarTrainer, read_metrics
 from .weights import ModelNotAvailable
@@ -80,18 +80,20 @@ def _face_report(image: np.ndarray, photo_descriptor: np.ndarray, classifiers: d
     return report
 
 
-def _classifiers(config: Config, device: torch.device) -> tuple[dict[str, Any], dict[str, str]]:
+def _classifiers(config: Config, device: torch.device,
+                 models: ModelCache) -> tuple[dict[str, Any], dict[str, str]]:
     loaded, missing = {}, {}
     for name in dict.fromkeys([config.models.emotion_loss_classifier, config.models.emotion_eval_classifier]):
         try:
-            loaded[name] = load_emotion_classifier(name, device)
+            loaded[name] = models.get(("emotion", name, str(device)), lambda: load_emotion_classifier(name, device))
         except ModelNotAvailable as exc:
             missing[name] = str(exc)
     return loaded, missing
 
 
 def write_outputs(trainer: AvatarTrainer, run: RunDir, prepared: PreparedSubject, photo_paths: list[str],
-                  wall_seconds: float, log: Callable[[str], None] = print) -> dict[str, Any]:
+                  wall_seconds: float, log: Callable[[str], None] = print,
+                  models: ModelCache | None = None) -> dict[str, Any]:
     """Export the avatar and its renders, measure identity / expression, write ``summary.json``.
 
     The photo's side of every comparison (dlib descriptor, 68 landmarks, face box) comes from
@@ -120,7 +122,7 @@ def write_outputs(trainer: AvatarTrainer, run: RunDir, prepared: PreparedSubject
 
     subject = prepared.subject
     photo_descriptor = prepared.descriptor
-    classifiers, missing = _classifiers(config, device)
+    classifiers, missing = _classifiers(config, device, models or ModelCache())
     margin = config.models.emotion_crop_margin
     photo_box = torch.as_tensor(emotion_box(subject.face.box, subject.photo.shape[1], subject.photo.shape[0],
                                             margin), dtype=torch.float32)
@@ -165,8 +167,11 @@ def write_outputs(trainer: AvatarTrainer, run: RunDir, prepared: PreparedSubject
 def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir: str | Path,
              resume: bool = False, progress: bool = False, sources: Sequence[str] | None = None,
              extra_manifest: dict[str, Any] | None = None, log: Callable[[str], None] = print,
-             prior: DiffusionPrior | None = None) -> dict[str, Any]:
+             prior: DiffusionPrior | None = None, models: ModelCache | None = None) -> dict[str, Any]:
     """Build one avatar into ``out_dir``; returns the summary.
+
+    The run directory is locked for the whole call (:class:`sie3d.runtime.RunLock`): a second writer
+    gets :class:`sie3d.runtime.RunDirLocked` naming this process.
 
     Args:
         photos: paths or uint8 RGB arrays of one person (several: identity embeddings averaged).
@@ -174,8 +179,23 @@ def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir:
         resume: continue from the newest checkpoint in ``out_dir`` (same params required).
         sources: names for array photos (recorded in the summary).
         prior: an already loaded diffusion prior to guide with (``None``: built from ``config.models``).
+        models: models kept across runs (a batch worker's): the prior and the emotion classifiers are
+            taken from it, built into it when missing (``None``: built for this run only).
     """
     out = Path(out_dir)
+    with RunLock(out, warn=log):
+        return _generate(photos, config, out, resume, progress, sources, extra_manifest, log, prior,
+                         models or ModelCache())
+
+
+def prior_key(config: Config, device: torch.device) -> tuple[str, ...]:
+    """What the prior :meth:`DiffusionPrior.from_config` builds depends on (a :class:`ModelCache` key)."""
+    return ("prior", json.dumps(config.to_dict()["models"], sort_keys=True),
+            str(config.conditioning.cache_embeddings), str(device))
+
+
+def _generate(photos, config: Config, out: Path, resume: bool, progress: bool, sources, extra_manifest,
+              log: Callable[[str], None], prior: DiffusionPrior | None, models: ModelCache) -> dict[str, Any]:
     if not resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     device = resolve_device(config.run.device)
@@ -186,6 +206,8 @@ def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir:
     run = RunDir.create(out, config, device, extra={"photo_sources": subject.sources, **(extra_manifest or {})})
     start = time.perf_counter()
     prepared = prepare_subject(subject, config, device)
+    if prior is None and config.loss.lambda_ism > 0:
+        prior = models.get(prior_key(config, device), lambda: DiffusionPrior.from_config(config, device))
     trainer = AvatarTrainer(config, prepared, out, device, prior=prior, progress=progress, log=log)
     if trainer.guidance is not None:  # profile, LoRA and its scale, weights' sources and sha256
         run.manifest["prior"] = trainer.guidance.prior.manifest_entry()
@@ -198,7 +220,7 @@ def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir:
         run.finish(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                    error=f"{type(exc).__name__}: {exc}")
         raise
-    summary = write_outputs(trainer, run, prepared, inputs, time.perf_counter() - start, log)
+    summary = write_outputs(trainer, run, prepared, inputs, time.perf_counter() - start, log, models)
     run.finish(status="finished", summary=SUMMARY_FILE)
     log(f"[generate] {out}: frontal dlib distance "
         f"{summary['frontal'].get('dlib_distance', float('nan')):.3f}, {summary['seconds_per_iteration'] or 0:.2f} s/it")

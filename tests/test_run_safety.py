@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 
+from sie3d.cli import main
 from sie3d.runtime import LOCK_FILE, ModelCache, RunDirLocked, RunLock
 from sie3d.train.checkpoint import (NoUsableCheckpoint, checkpoint_path, list_checkpoints, load_newest_checkpoint,
                                     save_checkpoint)
@@ -44,6 +45,20 @@ def test_second_writer_is_refused_naming_the_holder_then_a_dead_holder_is_taken_
         assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
     assert len(warnings) == 1 and f"stale lock (pid {holder.pid}" in warnings[0]
     assert not (tmp_path / LOCK_FILE).exists()  # released on exit
+
+
+def test_second_sie3d_generate_into_the_same_out_is_refused(tmp_path, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "run")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["generate", str(tmp_path / "photo.png"), "--out", str(tmp_path / "run")]) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sie3d generate: error:") and f"in use by pid {holder.pid}" in err and "\n" not in err
+    assert not (tmp_path / "run" / "manifest.json").exists()  # nothing written by the refused writer
 
 
 def test_live_local_holder_refused_recycled_pid_and_other_hosts(tmp_path):
@@ -80,6 +95,37 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     with pytest.raises(NoUsableCheckpoint, match="ckpt_000010.pt"):
         load_newest_checkpoint(tmp_path, warn=warnings.append)
     assert load_newest_checkpoint(tmp_path / "no-run") is None
+
+
+@pytest.mark.slow
+def test_trainer_resume_skips_a_truncated_newest_checkpoint_and_continues_identically(tmp_path, repo_root):
+    from skimage.data import astronaut
+
+    from sie3d.config import load_config
+    from sie3d.subject import make_subject, prepare_subject
+    from sie3d.train.trainer import AvatarTrainer
+
+    config = load_config(repo_root / "params/quick.yaml", overrides=[
+        "render.resolution=24", "render.frontal_resolution=128", "train.iterations=4", "train.checkpoint_every=2"])
+    device = torch.device("cpu")
+    prepared = prepare_subject(make_subject([astronaut()], config.models, ["astronaut"]), config, device)
+
+    def trainer(run_dir, log=lambda *_: None):
+        return AvatarTrainer(config, prepared, run_dir, device, log=log)
+
+    straight = trainer(tmp_path / "a")
+    straight.fit()
+    trainer(tmp_path / "b").fit()
+    newest = checkpoint_path(tmp_path / "b", 4)
+    newest.write_bytes(newest.read_bytes()[:1000])
+    lines = []
+    resumed = trainer(tmp_path / "b", log=lines.append)
+    assert resumed.resume() and resumed.iteration == 2
+    assert any("skipped" in line and "ckpt_000004.pt" in line for line in lines)
+    resumed.fit()
+    for a, b in zip(list(straight.gaussians.parameters()) + [straight.expression],
+                    list(resumed.gaussians.parameters()) + [resumed.expression]):
+        assert torch.equal(a.detach(), b.detach())
 
 
 def test_model_cache_builds_each_key_once():

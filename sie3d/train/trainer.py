@@ -50,7 +50,7 @@ from .checkpoint import (
     capture_rng,
     checkpoint_path,
     latest_checkpoint,
-    load_checkpoint,
+    load_newest_checkpoint,
     prune_checkpoints,
     restore_rng,
     save_checkpoint,
@@ -218,6 +218,8 @@ class AvatarTrainer:
             losses["ref"] = reference_view_loss(front.rgb[0], self.reference)
             timings["reference"] = time.perf_counter() - tick
 
+        if self.classifier is not None and cfg.loss.lambda_expression_prior > 0:
+            losses["expression_prior"] = loss_expression_prior(self.expression, self.prior_mask)
         if self.classifier is not None and iteration % cfg.train.emotion_every == 0:
             tick = time.perf_counter()
             emotion_splats = self.gaussians.to_world(self.expression_vertices(self.expression))
@@ -350,13 +352,15 @@ class AvatarTrainer:
         return path
 
     def resume(self) -> bool:
-        """Load the newest checkpoint of ``run_dir`` (if any); drop metrics logged after it."""
-        path = latest_checkpoint(self.run_dir)
+        """Load the newest checkpoint of ``run_dir`` that loads (if any; a damaged newer one is set aside
+        with a warning, see :func:`load_newest_checkpoint`); drop metrics logged after it."""
+        found = load_newest_checkpoint(self.run_dir, warn=self.log)
         metrics = self.run_dir / METRICS_FILE
-        if path is None:  # a run that stopped before its first checkpoint starts over
+        if found is None:  # a run that stopped before its first checkpoint starts over
             metrics.unlink(missing_ok=True)
             return False
-        self.load_state_dict(load_checkpoint(path))
+        path, state = found
+        self.load_state_dict(state)
         if metrics.is_file():
             kept = [line for line in metrics.read_text().splitlines()
                     if line.strip() and json.loads(line)["iteration"] < self.iteration]
