@@ -179,3 +179,47 @@ def test_ply_convention_in_spark(site, browser):
     wrong = _shoot(browser, f"{site}/sie3d-viewer/index.html?{viewer_query('avatars/raw.ply', up='y')}",
                    "ply_wrong_up")
     assert wrong.std() > 20 and not upright_faces(wrong), "y-down .ply shown as y-up must be upside down"
+
+
+#: SuperSplat's viewer turns a .ply 180 degrees about z, so a COLMAP-convention face looks along its -z
+SUPERSPLAT_SETTINGS = {
+    "version": 2, "tonemapping": "linear", "highPrecisionRendering": False, "background": {"color": [1, 1, 1]},
+    "postEffectSettings": {
+        "sharpness": {"enabled": False, "amount": 0}, "bloom": {"enabled": False, "intensity": 0.1, "blurLevel": 2},
+        "grading": {"enabled": False, "brightness": 1, "contrast": 1, "saturation": 1, "tint": [1, 1, 1]},
+        "vignette": {"enabled": False, "intensity": 0.5, "inner": 0.3, "outer": 0.75, "curvature": 1},
+        "fringing": {"enabled": False, "intensity": 0.5}},
+    "animTracks": [], "cameras": [{"initial": {"position": [0, 0, -4.5], "target": [0, 0, 0], "fov": 40}}],
+    "annotations": [], "startMode": "default"}
+
+
+def test_supersplat_viewer_shows_the_ply_upright(built_book, browser, tmp_path):
+    """The export convention checked by a viewer we did not write: the SuperSplat viewer page that
+    ``@playcanvas/splat-transform`` writes (``npm install @playcanvas/splat-transform``; point
+    ``SIE3D_SPLAT_TRANSFORM`` at its ``splat-transform`` executable, or put it on PATH)."""
+    import json
+    import subprocess
+    import time
+
+    exe = os.environ.get("SIE3D_SPLAT_TRANSFORM") or shutil.which("splat-transform")
+    if not exe:
+        pytest.skip("needs @playcanvas/splat-transform (set SIE3D_SPLAT_TRANSFORM to its executable)")
+    _, run = built_book
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps(SUPERSPLAT_SETTINGS))
+    page = tmp_path / "supersplat.html"
+    made = subprocess.run([exe, "-g", "cpu", "-w", str(run / "avatar.ply"), "--viewer-settings", str(settings),
+                           str(page)], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    session = browser.open(page.as_uri(), size=(512, 512))
+    browser.wait_for(session, "document.readyState === 'complete'", timeout=30)
+    deadline = time.monotonic() + 60
+    while (browser.screenshot(session).astype(int).sum(-1) < 600).mean() < 0.05 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    for key, code, vk in (("Escape", "Escape", 27), ("h", "KeyH", 72)):  # stop the intro orbit, hide the help
+        browser.send("Input.dispatchKeyEvent", session, type="keyDown", key=key, code=code, windowsVirtualKeyCode=vk)
+        browser.send("Input.dispatchKeyEvent", session, type="keyUp", key=key, code=code, windowsVirtualKeyCode=vk)
+    time.sleep(2)
+    image = browser.screenshot(session)
+    _save(image, "supersplat")
+    assert upright_faces(image), "dlib found no upright face in SuperSplat's view of our .ply"
