@@ -127,7 +127,7 @@ class RenderConfig:
     """Rasterizer settings (sie3d.render.renderer)."""
 
     resolution: int = 512
-    backend: str = "auto"  # auto (gsplat on CUDA, torch on CPU) | gsplat | torch | dense (slow reference)
+    backend: str = "auto"  # auto (gsplat on CUDA, compiled on CPU) | gsplat | compiled (C++) | torch | dense (reference)
     tile_size: int = 16
     frontal_resolution: int = 0  # frontal render of the emotion / reference-view losses; 0 = resolution
     near_plane: float = 0.01

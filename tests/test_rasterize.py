@@ -194,7 +194,7 @@ def test_render_output_and_backend_choice():
     assert out.backend == "torch" and out.width == 24 and out.n_cameras == 2
     dense = render(splats, cams, background=torch.ones(2, 3), backend="dense")
     assert (out.rgb - dense.rgb).abs().max() < 1e-5
-    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    assert resolve_backend("torch", torch.device("cpu")) == "torch"  # "auto" on CPU: tests/test_cpu_kernel.py
     with pytest.raises(ValueError, match="CUDA"):
         render(splats, cams, backend="gsplat")
     with pytest.raises(ValueError, match="background"):

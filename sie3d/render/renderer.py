@@ -1,21 +1,29 @@
-"""``render(splats, cameras, background)``: gsplat on CUDA, the pure-PyTorch tiled rasterizer on CPU.
+"""``render(splats, cameras, background)``: gsplat on CUDA, the compiled C++ rasterizer on CPU.
 
-Both backends follow gsplat's conventions (see :mod:`sie3d.render.rasterize`), return the same
-:class:`RenderOutput`, and give the densification strategy the projected means (``means2d``, whose
-gradient it reads) and the pixel radii of every Gaussian in every camera.
+Backends: ``gsplat`` (CUDA), ``compiled`` (:mod:`sie3d.render.cpu_kernel`, built on first use),
+``torch`` (the pure-PyTorch tiled rasterizer, CPU or CUDA, the readable reference and the fallback)
+and ``dense`` (the slow test reference). ``auto`` picks gsplat on CUDA and the compiled kernel on
+CPU, or the PyTorch path, with one warning saying why, when the kernel cannot be built; so does an
+explicit ``compiled``: a build failure never breaks a run. All follow gsplat's conventions (see
+:mod:`sie3d.render.rasterize`), return the same :class:`RenderOutput`, and give the densification
+strategy the projected means (``means2d``, whose gradient it reads) and the pixel radii of every
+Gaussian in every camera.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 
+from . import cpu_kernel
 from .cameras import Cameras
 from .rasterize import composite_dense, composite_tiled, project_gaussians
 from .splats import Splats
 
-BACKENDS = ("auto", "torch", "dense", "gsplat")
+BACKENDS = ("auto", "compiled", "torch", "dense", "gsplat")
+_fallback_warned: list[str] = []  # the one fallback warning of this process, once given
 
 
 @dataclass
@@ -53,13 +61,26 @@ class RenderOutput:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """``auto`` -> ``gsplat`` on CUDA, ``torch`` elsewhere; ``gsplat`` without CUDA is an error."""
+    """``auto`` -> ``gsplat`` on CUDA, ``compiled`` on CPU when the kernel builds, else ``torch``.
+
+    ``gsplat`` without CUDA and ``compiled`` on a GPU are errors; ``compiled`` that cannot be built
+    falls back to ``torch`` with one warning per process giving the reason.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"render backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "gsplat" if device.type == "cuda" else "torch"
+        backend = "gsplat" if device.type == "cuda" else "compiled"
     if backend == "gsplat" and device.type != "cuda":
-        raise ValueError("render.backend=gsplat needs the splats on a CUDA device; use render.backend=torch on CPU")
+        raise ValueError("render.backend=gsplat needs the splats on a CUDA device; use render.backend=auto on CPU")
+    if backend == "compiled":
+        if device.type != "cpu":
+            raise ValueError(f"render.backend=compiled runs on the CPU, the splats are on {device}")
+        if cpu_kernel.load_kernel() is None:
+            if not _fallback_warned:
+                _fallback_warned.append(cpu_kernel.kernel_error())
+                warnings.warn(f"the compiled CPU rasterizer could not be built, rendering with the slower PyTorch "
+                              f"path (render.backend=torch): {cpu_kernel.kernel_error()}", RuntimeWarning, stacklevel=3)
+            return "torch"
     return backend
 
 
@@ -90,7 +111,8 @@ def render(
         splats: N Gaussians (any device; cameras are moved to it).
         cameras: C cameras of one image size.
         background: None (black), a [3] colour, or [C, 3] colours in [0, 1].
-        backend: ``auto`` | ``torch`` (tiled, CPU or CUDA) | ``dense`` (reference, slow) | ``gsplat`` (CUDA).
+        backend: ``auto`` | ``compiled`` (C++, CPU) | ``torch`` (tiled, CPU or CUDA) | ``dense`` (reference, slow)
+            | ``gsplat`` (CUDA); see :func:`resolve_backend`.
         tile_size: tile edge in pixels (both rasterizers).
     """
     device = splats.device
@@ -102,12 +124,16 @@ def render(
         return _render_gsplat(splats, viewmats, Ks, cameras.width, cameras.height, backgrounds, tile_size,
                               near_plane, far_plane)
 
-    proj = project_gaussians(splats.means, splats.quats, splats.scales, splats.opacities, viewmats, Ks,
-                             cameras.width, cameras.height, near_plane=near_plane, far_plane=far_plane)
+    project = cpu_kernel.project_gaussians_compiled if backend == "compiled" else project_gaussians
+    proj = project(splats.means, splats.quats, splats.scales, splats.opacities, viewmats, Ks,
+                   cameras.width, cameras.height, near_plane=near_plane, far_plane=far_plane)
     features = torch.cat([splats.colors.expand(len(cameras), -1, -1), proj.depths[..., None]], dim=-1)
     backgrounds4 = torch.cat([backgrounds, torch.zeros_like(backgrounds[:, :1])], dim=-1)
     if backend == "dense":
         image, alpha = composite_dense(proj, features, backgrounds4, cameras.width, cameras.height)
+    elif backend == "compiled":
+        image, alpha = cpu_kernel.composite_compiled(proj, features, backgrounds4, cameras.width, cameras.height,
+                                                     tile_size)
     else:
         image, alpha = composite_tiled(proj, features, backgrounds4, cameras.width, cameras.height, tile_size)
     depth = image[..., 3:] / alpha.clamp_min(1e-10)
