@@ -142,10 +142,22 @@ def _write_weights(home: Path, seed: int) -> None:
                         "is there ~5 GB free there? (--workdir chooses the folder)")
 
 
+def _rss_parts() -> str:
+    """Current anonymous and file-backed resident memory (the loaded safetensors stay memory-mapped)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines()
+                      if line.startswith(("RssAnon", "RssFile")))
+    except OSError:
+        return ""
+    gb = {k: int(v.split()[0]) / 2**20 for k, v in fields.items()}
+    return (f"; now {gb.get('RssAnon', 0):.2f} GB anonymous + {gb.get('RssFile', 0):.2f} GB file-backed, "
+            "mostly the memory-mapped weights")
+
+
 def _peak_memory(device: torch.device) -> str:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: kB -> GB
     writer = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    cpu = f"RSS peak {rss:.2f} GB (load + iterations), weight writer {writer:.2f} GB"
+    cpu = f"RSS peak {rss:.2f} GB (load + iterations{_rss_parts()}), weight writer {writer:.2f} GB"
     if device.type == "cuda":
         return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GB allocated on {device}; {cpu}"
     return cpu
@@ -177,7 +189,9 @@ def run(args) -> int:
                 _print(f"[check] synthetic weights: {size / 2**30:.2f} GB written in {time.perf_counter() - tick:.0f} s")
             tick = time.perf_counter()
             prior = DiffusionPrior.from_config(config, device)
-            _print(f"[check] prior loaded through the real loaders in {time.perf_counter() - tick:.0f} s: {prior.describe()}")
+            random_note = " [random values: --synthetic-weights]" if args.synthetic_weights else ""
+            _print(f"[check] prior loaded through the real loaders in {time.perf_counter() - tick:.0f} s: "
+                   f"{prior.describe()}{random_note}")
             for label, attribute, published_key in NETWORKS:
                 count, published = count_parameters(getattr(prior, attribute)), PUBLISHED_PARAMETERS[published_key]
                 verdict = "matches" if count == published else "DIFFERS from"
