@@ -209,6 +209,7 @@ class LossConfig:
     lambda_lap: float = 1e8
     lambda_emotion: float = 0.1
     lambda_ref: float = 0.0  # reference-view loss (off in the paper)
+    lambda_expression_prior: float = 0.0  # expression route: coefficients the target emotion does not use -> 0
     emotion_moves: str = "all"  # all (paper) | expression (only blendshape coefficients)
     lap_max_neighbours: int = 10
     # optional piecewise-linear schedules of loss weights: {"emotion": [[0, 0.0], [100, 0.1]], ...}

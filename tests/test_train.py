@@ -126,10 +126,14 @@ def test_emotion_loss_moves_only_the_expression_coefficients(tmp_path, repo_root
     for param in trainer.gaussians.parameters():
         assert param.grad is None or param.grad.abs().sum() == 0
     trainer.optimizer.zero_grad(set_to_none=True)
-    others = {k: v for k, v in losses.items() if k != "emotion"}
+    others = {k: v for k, v in losses.items() if k not in ("emotion", "expression_prior")}
     trainer._backward(others, 0)
     assert trainer.expression.grad is None or trainer.expression.grad.abs().sum() == 0
     assert trainer.gaussians.params["color"].grad.abs().sum() > 0
+    trainer.optimizer.zero_grad(set_to_none=True)  # the expression prior reaches the coefficients only
+    trainer._backward({"expression_prior": losses["expression_prior"]}, 0)
+    assert trainer.expression.grad.abs().sum() > 0
+    assert all(param.grad is None or param.grad.abs().sum() == 0 for param in trainer.gaussians.parameters())
 
 
 def test_paper_route_lets_the_emotion_loss_reach_colours(tmp_path, repo_root_module, subject):
@@ -145,3 +149,19 @@ def test_photo_expression_is_fitted_and_the_target_starts_there(tmp_path, repo_r
     assert coeffs["smile"] > 0.5  # the astronaut smiles
     assert torch.equal(trainer.expression.detach(), trainer.photo_expression)
     assert math.isfinite(trainer.step(0)["loss_total"])
+
+
+def test_expression_prior_masks_the_blendshapes_the_target_does_not_use():
+    from sie3d.avatar.template import BUILTIN_EXPRESSIONS
+    from sie3d.train.losses import expression_prior_mask, loss_expression_prior
+
+    names = list(BUILTIN_EXPRESSIONS)
+    assert expression_prior_mask(names, "neutral").all()
+    surprise = expression_prior_mask(names, "surprise")
+    assert [n for n, m in zip(names, surprise) if not m] == ["mouth_open", "brow_raise", "eyes_wide"]
+    assert not expression_prior_mask(["exp_0", "exp_1"], "neutral").any()  # not the built-in head: no prior
+    coefficients = torch.tensor([1.0, 0.5, 0.2, 0.0, 0.3, 0.0, 0.0], requires_grad=True)
+    value = loss_expression_prior(coefficients, surprise)
+    assert float(value) == pytest.approx(1.0 + 0.25)  # smile² + frown² (lips_pressed and brow_furrow are 0)
+    value.backward()
+    assert torch.allclose(coefficients.grad, torch.tensor([2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]))

@@ -4,7 +4,10 @@
 * ``loss_lap``: mean squared change of the uniform Laplacian of the deformed template relative to
   the rest template (at most ``max_neighbours`` neighbours per vertex);
 * ``tv_loss``: total variation of an image or depth map (mean squared neighbour differences);
-* ``mean_scale_loss``: mean Gaussian scale.
+* ``mean_scale_loss``: mean Gaussian scale;
+* ``loss_expression_prior``: sum of squares of the blendshape coefficients the target emotion does not
+  use (:data:`EMOTION_BLENDSHAPES`), so the emotion loss reaches its class through that expression's
+  own muscles instead of any pattern the classifier happens to like (a neutral is the rest face).
 """
 
 from __future__ import annotations
@@ -71,3 +74,29 @@ def tv_loss(image: torch.Tensor, layout: str = "BCHW") -> torch.Tensor:
 def mean_scale_loss(scales: torch.Tensor) -> torch.Tensor:
     """Mean of the (linear, world) Gaussian scales [N, 3]."""
     return scales.mean()
+
+
+#: the built-in head's blendshapes each emotion may use (a coarse reading of FACS prototypes)
+EMOTION_BLENDSHAPES = {
+    "happy": ("smile", "mouth_open"),
+    "sad": ("frown", "brow_raise", "lips_pressed"),
+    "angry": ("brow_furrow", "lips_pressed", "frown", "eyes_wide"),
+    "fear": ("brow_raise", "eyes_wide", "mouth_open"),
+    "surprise": ("brow_raise", "eyes_wide", "mouth_open"),
+    "disgust": ("brow_furrow", "frown", "lips_pressed"),
+    "neutral": (),
+}
+
+
+def expression_prior_mask(names: list[str], emotion: str) -> torch.Tensor:
+    """``[K]`` bool: the coefficients ``emotion`` does not use (all of them for neutral). A template
+    whose blendshapes are not the built-in head's gets an all-False mask (no prior)."""
+    if not set(names) & {n for used in EMOTION_BLENDSHAPES.values() for n in used}:
+        return torch.zeros(len(names), dtype=torch.bool)
+    used = EMOTION_BLENDSHAPES.get(emotion, ())
+    return torch.tensor([n not in used for n in names], dtype=torch.bool)
+
+
+def loss_expression_prior(coefficients: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum over the masked k of coefficients[k]² (``[K]``, ``[K]`` bool); 0 when none is masked."""
+    return (coefficients * mask.to(coefficients.dtype)).square().sum()

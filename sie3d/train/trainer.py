@@ -10,7 +10,8 @@ Two expression routes (``loss.emotion_moves``):
 * ``all`` (the paper): the emotion loss back-propagates into every Gaussian parameter.
 * ``expression`` (the offline preset): the emotion loss moves only the template's blendshape
   coefficients; colours are fitted by the reference-view loss at the photo's own expression
-  (coefficients zero) and no other loss moves the coefficients. An emotion loss that may move colours
+  (coefficients zero) and no other loss moves the coefficients but ``loss_expression_prior``, which
+  keeps those the target emotion does not use at zero (all of them for neutral). An emotion loss that may move colours
   fools the classifier without changing what a person sees. Here the intensity η acts on the loss:
   its target is η·onehot(class) + (1 − η)·onehot(neutral) (:func:`~sie3d.face.expression_text.intensity_target`).
 
@@ -39,7 +40,7 @@ from ..config import Config
 from ..diffusion.conditioning import build_conditioning
 from ..diffusion.guidance import make_guidance
 from ..diffusion.prior import DiffusionPrior
-from ..face.emotion import emotion_index, emotion_loss, load_emotion_classifier
+from ..face.emotion import EMOTIONS, emotion_index, emotion_loss, load_emotion_classifier
 from ..face.expression_text import emotion_class, intensity_target
 from ..render.cameras import CameraSampler, frontal_camera
 from ..render.renderer import render
@@ -55,7 +56,8 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from .losses import loss_lap, loss_pos, mean_scale_loss, tv_loss, uniform_neighbours
+from .losses import (expression_prior_mask, loss_expression_prior, loss_lap, loss_pos, mean_scale_loss,
+                     tv_loss, uniform_neighbours)
 from .schedules import piecewise_linear
 
 METRICS_FILE = "metrics.jsonl"
@@ -123,6 +125,9 @@ class AvatarTrainer:
             # distribution is η·onehot(class) + (1 − η)·onehot(neutral); the paper's route keeps eq 8's one-hot
             eta = config.conditioning.eta_expr if loss_cfg.emotion_moves == "expression" else 1.0
             self.emotion_target = intensity_target(self.target_emotion, eta).to(device)  # [7]
+            # the coefficients the target's own expression does not use (all of them for neutral)
+            self.prior_mask = expression_prior_mask(self.template.expression_names,
+                                                    EMOTIONS[self.target_emotion]).to(device)
         self.reference = prepared.reference
         if prepared.fit is not None:  # appearance from the photo at its own expression; the target starts there
             paint_from_reference(self.gaussians, prepared.appearance, prepared.fit, self.template,
