@@ -61,7 +61,8 @@ class UrlSource:
     git_blob: str | None = None  # a file of a git repository: its blob id (sha1 of "blob <size>\0" + bytes)
 
     def describe(self) -> str:
-        return self.url + (f" [{self.zip_member}]" if self.zip_member else "")
+        return (self.url + (f" [{self.zip_member}]" if self.zip_member else "")
+                + (f" (git blob {self.git_blob})" if self.git_blob else ""))
 
 
 @dataclass(frozen=True)
