@@ -188,6 +188,22 @@ def install_web_assets(book_dir: Path) -> Path:
     return book_dir / BOOK_VIEWER.parent
 
 
+#: a tag that makes a browser fetch something by itself: script/img/iframe/source/embed src, any <link> href
+_FETCHING_TAG = re.compile(r"<(?:script|img|iframe|source|embed|link)\b[^>]*?\b(?:src|href)=[\"']?((?:https?:)?//[^\"'\s>]+)",
+                           re.IGNORECASE)
+
+
+def external_loads(html_dir: Path) -> dict[str, list[str]]:
+    """``{page: [url, ...]}`` of built pages whose tags load something from another host (links a reader
+    clicks are fine)."""
+    found = {}
+    for page in sorted(Path(html_dir).rglob("*.html")):
+        urls = _FETCHING_TAG.findall(page.read_text(errors="replace"))
+        if urls:
+            found[str(page.relative_to(html_dir))] = urls
+    return found
+
+
 def jupyter_book_build(book_dir: Path) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book_dir), "--warningiserror",
@@ -229,6 +245,9 @@ def build_book(params_files: list[str | Path], overrides: list[str] | None = Non
     index = book_dir / "_build" / "html" / "index.html"
     if build.returncode != 0:
         result.build_error = (build.stdout + build.stderr)[-4000:]
+    elif offenders := external_loads(book_dir / "_build" / "html"):
+        result.build_error = "pages load files from other hosts (the book must work offline): " + "; ".join(
+            f"{page}: {', '.join(urls[:3])}" for page, urls in offenders.items())
     if index.is_file():
         result.html_index = index
     return result

@@ -109,3 +109,15 @@ def test_sie3d_view_refuses_a_missing_source(tmp_path):
 
     with pytest.raises(UserError, match="does not exist"):
         run(Namespace(source=str(tmp_path / "nope.ply"), port=0, host="127.0.0.1", no_browser=True))
+
+
+def test_external_loads_finds_fetching_tags_only(tmp_path):
+    from sie3d.book import external_loads
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "ok.html").write_text('<a href="https://example.org">a link</a><script src="_static/x.js"></script>'
+                                      '<link rel="stylesheet" href="../_static/s.css">')
+    (tmp_path / "sub/bad.html").write_text('<script defer src="https://cdn.example/mathjax.js"></script>'
+                                           "<img alt=x src=//img.example/a.png><iframe src='http://e.x/v'></iframe>")
+    assert external_loads(tmp_path) == {"sub/bad.html": ["https://cdn.example/mathjax.js", "//img.example/a.png",
+                                                         "http://e.x/v"]}
