@@ -81,7 +81,7 @@ print(f"preset {config.preset}: {grid_config.train.iterations} iterations per ru
       f"identity '{config.eval.identity_model}',\nemotion classifiers '{config.models.emotion_loss_classifier}' "
       f"(loss) / '{config.models.emotion_eval_classifier}' (held out),\ndistance features "
       f"'{config.eval.fid_features}'")
-print("ablations:\n" + "\n".join(f"  {name} = {label}" for name, label in labels.items()))
+print("ablations:", "; ".join(f"{name} = {label}" for name, label in labels.items()))
 
 # %% [markdown]
 # ## Run the grid
@@ -160,7 +160,7 @@ titles = {a: f"{labels[a]}\nID {report.fmt(per_run[f.run_dir]['identity']['front
              f"NPS {report.fmt(per_run[f.run_dir]['emotion']['loss']['nps'], 2)}" for a, f in run_files.items()}
 # the frontal render and every second view (front, sides, back), so each panel stays legible
 fig = report.ablation_gallery(load_photo(photo_path), {a: f.renders[:1] + f.renders[1::2] for a, f in run_files.items()},
-                              titles)
+                              titles, panel=1.15)
 fig.savefig(out_dir / "gallery.png", dpi=80, bbox_inches="tight")
 
 # %% tags=["hide-input"]
