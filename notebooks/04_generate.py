@@ -175,8 +175,9 @@ fig.savefig(out_dir / "curves.png", dpi=80, bbox_inches="tight")
 # ## Identity, expression and landmarks, measured on the renders
 #
 # **dlib distance**: between dlib's 128-d face descriptors of the photo and the render (< 0.6: the same
-# person). **fer / deepface**: emotion probabilities; `fer` is also the loss classifier of the quick
-# preset, so it cannot be the judge; DeepFace's network is the held-out one when its weights are cached.
+# person). **fer / faceapi / deepface**: emotion probabilities; `fer` is also the loss classifier of the
+# quick preset, so it cannot be the judge; face-api's network (another lineage, offline) is the held-out
+# one, DeepFace's too when its weights are cached.
 # **Landmarks** (dlib's 68 points, inter-ocular units): mouth opening and width, mouth-corner lift
 # (> 0: smile), brow height. The optimisation never saw them.
 
@@ -200,7 +201,34 @@ display(Markdown(report.check_table(runs)))
 #
 # Front, three-quarter, side and back views of each final avatar, and a 12-frame turntable
 # (`turntable.mp4` beside it in the run directory). Offline, the back and the sides have no photo to
-# learn from: they keep the template's colours, moved only by the random prior's ISM gradient and TV.
+# learn from and the random prior cannot invent them: before training the template is made like the
+# person instead (first figure): its face shaped by MediaPipe's 3D landmarks, hair where the selfie
+# segmentation finds hair (its boundary from the photo, the far side mirrored from the near side, the
+# back down to the lowest hair the photo shows), skin elsewhere.
+
+# %% tags=["hide-input"]
+# the template before and after it is made like the person (shape from MediaPipe's 3D landmarks, skin and
+# hair colours where the photo cannot see): its colour hints at initialisation, front / side / back
+from sie3d.avatar.gaussians import MeshGaussians
+from sie3d.avatar.template_files import load_template
+from sie3d.render.media import render_views
+from sie3d.subject import prepare_subject
+
+prepared = prepare_subject(subject, config, torch.device("cpu"))
+azimuths = [0.0, 90.0, 180.0]
+fig, axes = plt.subplots(2, len(azimuths), figsize=(2.2 * len(azimuths), 4.6))
+for row, (label, template) in zip(axes, [("template", load_template(config.models)),
+                                         ("like the person", prepared.template)]):
+    with torch.no_grad():
+        splats = MeshGaussians(template, config.gaussians).to_world(template.vertices)
+        frames = render_views(splats, azimuths, 160, config.cameras, backend=config.render.backend)
+    for ax, frame, azimuth in zip(row, frames, azimuths):
+        ax.imshow(frame)
+        ax.set_axis_off()
+        ax.set_title(f"{label}, {azimuth:.0f}°", fontsize=8)
+fig.savefig(out_dir / "template_before_after.png", dpi=80, bbox_inches="tight")
+print({k: v for k, v in prepared.person.items() if k != "colours"}, "skin / hair:",
+      [np.round(prepared.person.get("colours", {}).get(k) or [], 2).tolist() for k in ("skin", "hair")])
 
 # %% tags=["hide-input"]
 fig = report.views_figure(runs)

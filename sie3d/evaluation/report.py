@@ -65,7 +65,7 @@ def _top2(probs: Mapping[str, float] | None) -> str:
 
 #: column headers of the landmark measures in :func:`run_table`
 _LANDMARK_HEADERS = ("mouth open", "mouth width", "corner lift", "brow raise")
-_CLASSIFIERS = ("fer", "deepface")
+_CLASSIFIERS = ("fer", "faceapi", "deepface")
 
 
 def _report_cells(report: Mapping[str, Any], classifiers: Sequence[str]) -> list[str]:
@@ -80,7 +80,7 @@ def run_table(runs: Mapping[str, Run]) -> str:
     """Markdown: the photo, then per run its render at the photo's expression and its final render.
 
     Columns: dlib descriptor distance to the photo, top-2 probabilities of each emotion classifier that
-    produced any (fer, DeepFace), and the landmark measures of :data:`LANDMARKS`.
+    produced any (fer, face-api, DeepFace), and the landmark measures of :data:`LANDMARKS`.
     """
     reports = [next(iter(runs.values()))[1]["photo"]]
     for _, summary in runs.values():
