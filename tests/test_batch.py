@@ -202,3 +202,27 @@ def test_finished_runs_made_with_other_params_stop_the_batch_first(tmp_path, rep
     (run.run_dir / "summary.json").write_text("{}")
     with pytest.raises(BatchError, match="made with other params"):  # before Ray is even started
         run_batch([run], tmp_path / "out", run_fn=fake_generate, evaluate_fn=None, progress=False)
+
+
+@pytest.mark.slow
+def test_a_worker_reuses_its_models_and_gets_the_same_avatar(tmp_path, repo_root):
+    """The real cell function twice in one process: the second run builds no model, and sharing the
+    prior and classifiers changes nothing (the same avatar, bit for bit, as with fresh models)."""
+    import imageio.v3 as iio
+    from skimage.data import astronaut
+
+    from sie3d.batch.engine import generate_run
+    from sie3d.runtime import ModelCache
+
+    iio.imwrite(tmp_path / "astronaut.png", astronaut())
+    path = _manifest(tmp_path, repo_root, photos=[str(tmp_path / "astronaut.png")],
+                     overrides=["train.iterations=1", "eval.n_views=2", "eval.turntable_frames=2"])
+    (run,) = load_manifest(path).runs()
+    models, lines = ModelCache(), []
+    generate_run(run, run.config(), False, models, lines.append)
+    built = dict(models.builds)
+    assert any(key[0] == "prior" for key in built) and any(key[0] == "emotion" for key in built)
+    (again,) = load_manifest(path, out=tmp_path / "again").runs()
+    generate_run(again, again.config(), False, models, lines.append)
+    assert models.builds == built  # nothing rebuilt
+    assert (again.run_dir / "avatar.ply").read_bytes() == (run.run_dir / "avatar.ply").read_bytes()
