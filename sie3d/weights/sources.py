@@ -69,7 +69,8 @@ class NpmSource:
         return f"{registry.rstrip('/')}/{self.package}/-/{self.tarball_name}"
 
     def describe(self) -> str:
-        return f"npm {self.package}@{self.version} :: " + ", ".join(self.members)
+        shown = ", ".join(self.members[:4]) + (f", ... ({len(self.members)} files)" if len(self.members) > 4 else "")
+        return f"npm {self.package}@{self.version} :: {shown}"
 
 
 @dataclass(frozen=True)
