@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import Config, load_config
 from ..generate import generate
+from ..runtime import ModelCache
 from .evaluate import evaluate_run_dir, evaluate_runs
 from .evaluator import Evaluator
 from .paper_tables import OurRow, Provenance
@@ -217,11 +218,12 @@ def run_ablations(photos: Sequence[str | Path], expressions: Sequence[str],
     overrides = [*overrides, *([f"train.iterations={iterations}"] if iterations is not None else [])]
     base = load_config(*_preset_files(preset), overrides=overrides)
     evaluator = Evaluator.from_config(base, device=base.run.device)
+    models = ModelCache()  # the prior and classifiers, built once for the whole grid
 
     def generate_run(config: Config, photo: Path, run_dir: Path, info: dict[str, Any]) -> None:
         resume = (run_dir / "checkpoints").is_dir()
         log(f"[ablations] generating {info['ablation']}/{run_dir.name}" + (" (resuming)" if resume else ""))
-        generate([photo], config, run_dir, resume=resume, extra_manifest=info, log=log)
+        generate([photo], config, run_dir, resume=resume, extra_manifest=info, log=log, models=models)
 
     def evaluate_run(run_dir: Path) -> None:
         evaluate_run_dir(run_dir, evaluator)
