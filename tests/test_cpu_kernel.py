@@ -185,8 +185,10 @@ def test_threads_and_tile_size_do_not_change_the_result():
         torch.set_num_threads(previous)
     for image, alpha, grads in results[1:]:
         assert torch.equal(image, results[0][0]) and torch.equal(alpha, results[0][1])
-        for a, b in zip(grads, results[0][2]):
-            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
+    # gradients are summed in a fixed order: the same bits on any number of threads (deterministic runs)
+    assert all(torch.equal(a, b) for a, b in zip(results[1][2], results[0][2]))
+    for a, b in zip(results[2][2], results[0][2]):  # other tiles, other summation order
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
 
 
 def test_renderer_uses_the_kernel_on_cpu():

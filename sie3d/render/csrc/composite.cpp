@@ -10,7 +10,8 @@
 //
 // Backward: each pixel replays its walk front to back (transmittance before every contributor, no
 // divisions), then goes back to front with the features composited behind each contributor.
-// Gradients are accumulated per tile, then per thread, then summed.
+// Gradients are accumulated per (tile, Gaussian) pair, then summed per Gaussian in a fixed order, so
+// they are the same bits whatever the number of threads and the order tiles are processed in.
 //
 // Tiles are processed by at::parallel_for workers pulling from a queue, the longest lists first.
 
@@ -211,7 +212,7 @@ struct TypedRule {
       : thr(T(r.alpha_threshold)), amax(T(r.alpha_max)), tmin(T(r.transmittance_min)), smax(T(r.sigma_max)) {}
 };
 
-// Run fn(worker, tile) over the non-empty tiles, longest lists first, on at::get_num_threads() workers.
+// Run fn(tile) over the non-empty tiles, longest lists first, on at::get_num_threads() workers.
 template <typename Fn>
 void for_each_tile(const int64_t* off, int64_t n_tiles, Fn fn) {
   std::vector<int64_t> tiles;
@@ -221,8 +222,8 @@ void for_each_tile(const int64_t* off, int64_t n_tiles, Fn fn) {
                    [off](int64_t a, int64_t b) { return off[a + 1] - off[a] > off[b + 1] - off[b]; });
   std::atomic<int64_t> next{0};
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tiles.size()));
-  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t) {
-    for (int64_t k = next++; k < static_cast<int64_t>(tiles.size()); k = next++) fn(begin, tiles[k]);
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    for (int64_t k = next++; k < static_cast<int64_t>(tiles.size()); k = next++) fn(tiles[k]);
   });
 }
 
@@ -239,7 +240,7 @@ void forward_impl(const at::Tensor& means2d, const at::Tensor& conics, const at:
   T* out_acc = acc.data_ptr<T>();
   T* out_t = trans.data_ptr<T>();
   int32_t* out_last = n_last.data_ptr<int32_t>();
-  for_each_tile(off, C * g.per_image, [&](int64_t, int64_t tile) {
+  for_each_tile(off, C * g.per_image, [&](int64_t tile) {
     const int64_t cam = tile / g.per_image, t = tile % g.per_image;
     TileGaussians<T> tg;
     tg.gather(ids + off[tile], off[tile + 1] - off[tile], cam, N, D, m2, con, opac, feats, r.thr);
@@ -280,7 +281,7 @@ template <typename T>
 void backward_impl(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& opacities,
                    const at::Tensor& features, const at::Tensor& offsets, const at::Tensor& tile_ids,
                    const at::Tensor& n_last, const at::Tensor& v_acc, const at::Tensor& v_trans, const Grid& g,
-                   const Rule& rule, at::Tensor& per_worker) {
+                   const Rule& rule, at::Tensor& pair_grads, at::Tensor& total) {
   const int64_t C = means2d.size(0), N = means2d.size(1), D = features.size(2), S = 6 + D;
   const TypedRule<T> r(rule);
   const T *m2 = means2d.data_ptr<T>(), *con = conics.data_ptr<T>(), *opac = opacities.data_ptr<T>();
@@ -289,12 +290,12 @@ void backward_impl(const at::Tensor& means2d, const at::Tensor& conics, const at
   const int32_t* ids = tile_ids.data_ptr<int32_t>();
   const int32_t* lasts = n_last.data_ptr<int32_t>();
   const T *g_acc = v_acc.data_ptr<T>(), *g_t = v_trans.data_ptr<T>();
-  T* grads = per_worker.data_ptr<T>();
-  for_each_tile(off, C * g.per_image, [&](int64_t worker, int64_t tile) {
+  T* per_pair = pair_grads.data_ptr<T>();
+  for_each_tile(off, C * g.per_image, [&](int64_t tile) {
     const int64_t cam = tile / g.per_image, t = tile % g.per_image, n = off[tile + 1] - off[tile];
     TileGaussians<T> tg;
     tg.gather(ids + off[tile], n, cam, N, D, m2, con, opac, feats, r.thr);
-    std::vector<T> local(n * S, T(0));  // per list entry: mx, my, a, b, c, opacity, features
+    T* local = per_pair + off[tile] * S;  // per list entry: mx, my, a, b, c, opacity, features (zeroed)
     std::vector<int32_t> hit(n);         // contributors of one pixel, front to back
     std::vector<T> hit_alpha(n), hit_t(n), hit_vis(n);
     T behind[kMaxFeatures];
@@ -345,13 +346,15 @@ void backward_impl(const at::Tensor& means2d, const at::Tensor& conics, const at
           lk[4] += v_sig * T(0.5) * dy * dy;
         }
       }
-    T* mine = grads + worker * C * N * S;
-    const int32_t* tile_list = ids + off[tile];
-    for (int64_t k = 0; k < n; ++k) {
-      T* dst = mine + (cam * N + tile_list[k]) * S;
-      for (int64_t e = 0; e < S; ++e) dst[e] += local[k * S + e];
-    }
   });
+  T* out = total.data_ptr<T>();  // [C, N, S], zeroed
+  for (int64_t tile = 0; tile < C * g.per_image; ++tile) {
+    const int64_t cam = tile / g.per_image;
+    for (int64_t p = off[tile]; p < off[tile + 1]; ++p) {
+      T* dst = out + (cam * N + ids[p]) * S;
+      for (int64_t e = 0; e < S; ++e) dst[e] += per_pair[p * S + e];
+    }
+  }
 }
 
 void check_inputs(const std::vector<const at::Tensor*>& tensors) {
@@ -391,13 +394,12 @@ std::vector<at::Tensor> composite_backward(const at::Tensor& means2d, const at::
   check_inputs({&means2d, &conics, &opacities, &features, &v_acc, &v_trans});
   const Grid g(width, height, tile_size);
   const int64_t C = means2d.size(0), N = means2d.size(1), D = features.size(2);
-  const int64_t workers = std::max<int64_t>(1, at::get_num_threads());
-  at::Tensor per_worker = at::zeros({workers, C, N, 6 + D}, features.options());
+  at::Tensor pair_grads = at::zeros({tile_ids.numel(), 6 + D}, features.options());
+  at::Tensor total = at::zeros({C, N, 6 + D}, features.options());
   AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "sie3d_composite_backward", [&] {
     backward_impl<scalar_t>(means2d, conics, opacities, features, tile_offsets, tile_ids, n_last, v_acc, v_trans,
-                            g, rule, per_worker);
+                            g, rule, pair_grads, total);
   });
-  at::Tensor total = workers == 1 ? per_worker[0] : per_worker.sum(0);
   return {total.narrow(-1, 0, 2), total.narrow(-1, 2, 3), total.select(-1, 5), total.narrow(-1, 6, D)};
 }
 
