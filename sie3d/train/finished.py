@@ -16,7 +16,7 @@ from ..avatar.gaussians import MeshGaussians
 from ..avatar.template import HeadTemplate
 from ..avatar.template_files import load_template
 from ..config import Config, load_config
-from .checkpoint import latest_checkpoint, load_checkpoint
+from .checkpoint import load_newest_checkpoint
 
 RUN_CONFIG = "config.yaml"
 
@@ -42,11 +42,11 @@ def load_finished_avatar(run_dir: str | Path, device: torch.device | str = "cpu"
     run_dir = Path(run_dir)
     if not (run_dir / RUN_CONFIG).is_file():
         raise FileNotFoundError(f"{run_dir} has no {RUN_CONFIG}; give a run directory written by sie3d generate")
-    path = latest_checkpoint(run_dir)
-    if path is None:
+    newest = load_newest_checkpoint(run_dir)  # a damaged newest file is set aside, the one before it used
+    if newest is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint under checkpoints/; was the run started?")
+    path, state = newest
     config = load_config(run_dir / RUN_CONFIG)
-    state = load_checkpoint(path)
     template = load_template(config.models).to(device)
     gaussians = MeshGaussians(template, config.gaussians).to(device)
     gaussians.load_state_dict(state["gaussians"])
