@@ -145,6 +145,7 @@ def _calls(run) -> list[int]:
     return [int(line) for line in (run.run_dir / "calls.txt").read_text().split()]
 
 
+@pytest.mark.slow  # a local Ray cluster and five worker processes: ~20 s idle, a minute on a busy machine
 def test_grid_stopped_part_way_resumes_and_isolates_a_bad_photo(ray_session, tmp_path, repo_root):
     from sie3d.batch.engine import BATCH_JSON, is_finished, run_batch
 
