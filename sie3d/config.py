@@ -59,7 +59,7 @@ class ModelsConfig:
     tiny_prior_seed: int = 0
     # the template made like the person in the photo (sie3d.avatar.person_fit, MediaPipe's face mesh and
     # selfie segmentation): face shape from the 3D landmarks; skin and hair colours where the photo
-    # cannot see; the photo's open mouth (a smile's teeth) painted as the mouth's interior
+    # cannot see; the photo's open mouth (a smile's teeth) painted in the colour of its lips
     person_shape: bool = True
     person_colours: bool = True
     hide_teeth: bool = True

@@ -9,7 +9,7 @@ Two steps, each done once per run:
   expression as blendshape coefficients with the similarity that aligns it to the frontal camera, the
   photo warped into that camera (reference view), and the emotion classifier's crop box; with
   MediaPipe's face mesh and selfie segmentation also the template in the person's face shape and
-  skin / hair colours, and the photo the appearance is fitted to with its teeth hidden
+  skin / hair colours, and the photo the appearance is fitted to with its teeth hidden behind lips
   (:mod:`sie3d.avatar.person_fit`, ``models.person_shape`` / ``person_colours`` / ``hide_teeth``).
 
 The trainer (:mod:`sie3d.train`) and the run outputs (:mod:`sie3d.generate`) read these fields; none of
@@ -169,7 +169,7 @@ def _person_fit(subject: Subject, template: HeadTemplate, fit: ExpressionFit, la
         return template, fit, subject.photo, {}
     import cv2
 
-    from .face.mediapipe_models import face_mesh, hair_mask, mouth_opening_mask
+    from .face.mediapipe_models import OUTER_LIPS, face_mesh, hair_mask, mouth_opening_mask
 
     mesh = face_mesh(subject.photo, subject.face)
     person: dict = {"mesh_presence": mesh.presence}
@@ -184,7 +184,8 @@ def _person_fit(subject: Subject, template: HeadTemplate, fit: ExpressionFit, la
     appearance = subject.photo
     if models.hide_teeth:
         opening = mouth_opening_mask(subject.photo.shape[:2], mesh)
-        appearance = hide_teeth(subject.photo, opening)
+        appearance = hide_teeth(subject.photo, opening,
+                                mouth_opening_mask(subject.photo.shape[:2], mesh, OUTER_LIPS))
         person["mouth_opening_pixels"] = int(opening.sum())
     return template, fit, appearance, person
 

@@ -99,12 +99,19 @@ def test_colours_put_hair_on_the_back_and_skin_on_the_face(astronaut_fit):
 
 @needs_models
 def test_teeth_are_hidden_inside_the_mouth_opening(astronaut_fit):
-    from sie3d.face.mediapipe_models import mouth_opening_mask
+    from sie3d.face.mediapipe_models import OUTER_LIPS, mouth_opening_mask
 
     _, image, _, _, mesh, _ = astronaut_fit
     opening = mouth_opening_mask(image.shape[:2], mesh)
+    mouth = mouth_opening_mask(image.shape[:2], mesh, OUTER_LIPS)
     assert 100 < opening.sum() < 2000 and image[opening].mean() > 150  # her smile shows white teeth
-    hidden = hide_teeth(image, opening)
-    assert hidden[opening].mean() < 50
+    assert mouth.sum() > 2 * opening.sum() and (mouth | opening).sum() == mouth.sum()
+    hidden = hide_teeth(image, opening, mouth)
+    lips = image[mouth & ~cv2.dilate(opening.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)]
+    assert np.abs(hidden[opening].astype(float) - np.median(lips, axis=0)).max() <= 0.5  # lip-coloured
+    def teeth(pixels: np.ndarray) -> int:  # bright, unsaturated pixels
+        return int(((pixels.min(1) > 160) & (np.ptp(pixels.astype(int), axis=1) < 45)).sum())
+
+    assert teeth(image[opening]) > 20 and teeth(hidden[opening]) == 0
     grown = cv2.dilate(opening.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     assert np.array_equal(hidden[~grown], image[~grown])

@@ -7,9 +7,10 @@
   interpolated over the surface with Gaussian radial basis functions (radius ``sigma`` world units,
   a ridge against near-coincident anchors) and applied to the rest vertices. Landmarks are compared with the template deformed by the photo's own
   expression, so a smile stays in the expression coefficients, not in the identity shape.
-* :func:`hide_teeth` -- the photo with its mouth opening (teeth of a smile) painted in the mouth's
-  dark interior colour, so that appearance fitted to it shows no teeth once the geometry closes or
-  relaxes the mouth (a neutral from a smiling photo).
+* :func:`hide_teeth` -- the photo with its mouth opening (teeth of a smile) painted in the colour of
+  its lips, so that appearance fitted to it shows closed lips and no teeth once the geometry relaxes
+  the mouth (a neutral from a smiling photo); an open mouth comes from the geometry (the jaw opens
+  onto the template's dark mouth cavity), not from a painted hole.
 * :func:`person_colours` -- the template's albedo hint recoloured: skin tone from cheek and
   forehead patches of the photo, hair colour from the hair mask; a vertex is hair where it projects
   into the photo's hair (front-facing vertices), else where its mirror image across the face's
@@ -129,17 +130,16 @@ def fit_template_shape(template: HeadTemplate, mesh_points: np.ndarray, expressi
         "width_scale": width_scale, "rms_before": before, "rms_after": after}
 
 
-#: the mouth's interior (the built-in head's cavity hint), RGB in [0, 1]
-MOUTH_INTERIOR = (0.18, 0.06, 0.07)
-
-
-def hide_teeth(photo: np.ndarray, opening: np.ndarray, colour=MOUTH_INTERIOR) -> np.ndarray:
-    """``[H, W, 3]`` uint8 photo with the ``opening`` mask ``[H, W]`` (grown by a pixel) set to ``colour``."""
+def hide_teeth(photo: np.ndarray, opening: np.ndarray, mouth: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` uint8 photo with the ``opening`` mask ``[H, W]`` (grown by a pixel) filled with the
+    median colour of the lips (``mouth`` ``[H, W]``, the outer lip contour, minus the opening)."""
     import cv2
 
     grown = cv2.dilate(opening.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    lips = mouth & ~grown
     out = photo.copy()
-    out[grown] = np.round(np.asarray(colour) * 255).astype(np.uint8)
+    if lips.any():
+        out[grown] = np.median(photo[lips], axis=0).round().astype(np.uint8)
     return out
 
 

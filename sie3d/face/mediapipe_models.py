@@ -31,6 +31,8 @@ from .tflite_graph import TFLiteGraph
 
 #: the inner lip contour of the 468-point mesh (the mouth opening), in order around the mouth
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
+#: the outer lip contour, in order around the mouth
+OUTER_LIPS = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146)
 MESH_INPUT = 192
 SEGMENTATION_INPUT = 256
 FACE_MESH_SCALE = 1.5  # crop side / detected box side (MediaPipe enlarges its detections likewise)
@@ -117,8 +119,9 @@ def hair_mask(image: np.ndarray, mesh: FaceMesh, threshold: float = 0.5, grow: f
     return person & (face == 0) & rows
 
 
-def mouth_opening_mask(shape: tuple[int, int], mesh: FaceMesh) -> np.ndarray:
-    """``[H, W]`` bool: inside the inner lip contour (teeth, tongue, the dark of an open mouth)."""
+def mouth_opening_mask(shape: tuple[int, int], mesh: FaceMesh, contour: tuple[int, ...] = INNER_LIPS) -> np.ndarray:
+    """``[H, W]`` bool: inside the inner lip contour (teeth, tongue, the dark of an open mouth); with
+    ``contour=OUTER_LIPS`` the whole mouth, lips included."""
     mask = np.zeros(shape, np.uint8)
-    cv2.fillPoly(mask, [np.round(mesh.points[list(INNER_LIPS), :2]).astype(np.int32)], 1)
+    cv2.fillPoly(mask, [np.round(mesh.points[list(contour), :2]).astype(np.int32)], 1)
     return mask.astype(bool)
