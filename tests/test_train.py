@@ -162,6 +162,6 @@ def test_expression_prior_masks_the_blendshapes_the_target_does_not_use():
     assert not expression_prior_mask(["exp_0", "exp_1"], "neutral").any()  # not the built-in head: no prior
     coefficients = torch.tensor([1.0, 0.5, 0.2, 0.0, 0.3, 0.0, 0.0], requires_grad=True)
     value = loss_expression_prior(coefficients, surprise)
-    assert float(value) == pytest.approx(1.0 + 0.25)  # smile² + frown² (lips_pressed and brow_furrow are 0)
+    assert float(value.detach()) == pytest.approx(1.0 + 0.25)  # smile² + frown² (lips_pressed and brow_furrow are 0)
     value.backward()
     assert torch.allclose(coefficients.grad, torch.tensor([2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
