@@ -145,7 +145,6 @@ def _calls(run) -> list[int]:
     return [int(line) for line in (run.run_dir / "calls.txt").read_text().split()]
 
 
-@pytest.mark.slow  # a local Ray cluster and five worker processes: ~20 s idle, a minute on a busy machine
 def test_grid_stopped_part_way_resumes_and_isolates_a_bad_photo(ray_session, tmp_path, repo_root):
     from sie3d.batch.engine import BATCH_JSON, is_finished, run_batch
 
@@ -201,7 +200,7 @@ def test_finished_runs_made_with_other_params_stop_the_batch_first(tmp_path, rep
     run.run_dir.mkdir(parents=True)
     write_json_atomic(run.run_dir / "manifest.json", {"params_hash": "0123456789abcdef", "status": "finished"})
     (run.run_dir / "summary.json").write_text("{}")
-    with pytest.raises(BatchError, match="made with other params"):  # before Ray is even started
+    with pytest.raises(BatchError, match="generated with other params"):  # before Ray is even started
         run_batch([run], tmp_path / "out", run_fn=fake_generate, evaluate_fn=None, progress=False)
 
 

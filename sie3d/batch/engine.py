@@ -115,7 +115,7 @@ class Worker:
         self.models = ModelCache()
         self.name = f"{os.getpid()}@{platform.node()}"
 
-    def run(self, run: BatchRun, resume: bool) -> Outcome:
+    def run(self, run: BatchRun, config, resume: bool) -> Outcome:
         start = time.perf_counter()
         before = set(self.models.builds)
         run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ class Worker:
             try:
                 if "torch" in sys.modules:
                     sys.modules["torch"].set_num_threads(self.threads)
-                self.run_fn(run, run.config(), resume, self.models, log)
+                self.run_fn(run, config, resume, self.models, log)
             except Exception as exc:  # reported in the outcome; the batch goes on
                 log(traceback.format_exc())
                 status, error = "failed", f"{type(exc).__name__}: {exc}"
@@ -137,24 +137,26 @@ class Worker:
         return Outcome(run.name, str(run.run_dir), status, time.perf_counter() - start, error, self.name, built)
 
 
-def plan(runs: Sequence[BatchRun]) -> tuple[list[Outcome], list[tuple[BatchRun, bool]]]:
-    """Skipped outcomes and the runs to do (with their resume flag).
+def plan(runs: Sequence[BatchRun]) -> tuple[list[Outcome], list[tuple[BatchRun, Any, bool]]]:
+    """Skipped outcomes and the runs to do, with their resolved config and resume flag (the config is
+    resolved here, so a worker need not import the pipeline before its run needs it).
 
     Raises:
         BatchError: finished runs whose params hash differs from the one asked for now (all listed).
     """
     skipped, todo, stale = [], [], []
     for run in runs:
+        config = run.config()
         if is_finished(run.run_dir):
-            recorded, wanted = _read_manifest(run.run_dir).get("params_hash"), run.config().params_hash()
+            recorded, wanted = _read_manifest(run.run_dir).get("params_hash"), config.params_hash()
             if recorded != wanted:
                 stale.append(f"{run.run_dir} (hash {recorded}, asked for {wanted})")
             else:
                 skipped.append(Outcome(run.name, str(run.run_dir), "skipped"))
         else:
-            todo.append((run, run.run_dir.exists()))
+            todo.append((run, config, run.run_dir.exists()))
     if stale:
-        raise BatchError(f"{len(stale)} finished run(s) were made with other params: {'; '.join(stale)}; "
+        raise BatchError(f"{len(stale)} finished run(s) were generated with other params: {'; '.join(stale)}; "
                          "delete them or choose another out")
     return skipped, todo
 
@@ -168,8 +170,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         return False
     if address:
         ray.init(address=address, log_to_driver=False)
-    else:  # a private local cluster, reachable on the loopback interface only
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    else:  # a new private local cluster ("local": never one that `ray start` left running here)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")
     return True
 
 
@@ -226,7 +229,7 @@ def run_batch(runs: Sequence[BatchRun], out: str | Path, address: str | None = N
     return result
 
 
-def _execute(todo: list[tuple[BatchRun, bool]], gpus_per_run: float, cpus_per_run: float, workers: int | None,
+def _execute(todo: list[tuple[BatchRun, Any, bool]], gpus_per_run: float, cpus_per_run: float, workers: int | None,
              run_fn: RunFn, total: int, done: int, progress: bool, log: Callable[[str], None]) -> list[Outcome]:
     import ray
     from tqdm.auto import tqdm
@@ -246,14 +249,20 @@ def _execute(todo: list[tuple[BatchRun, bool]], gpus_per_run: float, cpus_per_ru
     inflight: dict[Any, tuple[Any, BatchRun]] = {}
     outcomes: list[Outcome] = []
 
+    workers_started: list[Any] = []
+
+    def start_worker():
+        workers_started.append(actor.remote(run_fn, threads))
+        return workers_started[-1]
+
     def submit(worker) -> None:
-        run, resume = pending.popleft()
-        inflight[worker.run.remote(run, resume)] = (worker, run)
+        run, config, resume = pending.popleft()
+        inflight[worker.run.remote(run, config, resume)] = (worker, run)
 
     bar = tqdm(total=total, initial=done, desc="batch", unit="run", disable=not progress)
     try:
         for _ in range(count):
-            submit(actor.remote(run_fn, threads))
+            submit(start_worker())
         while inflight:
             (ref,), _ = ray.wait(list(inflight), num_returns=1)
             worker, run = inflight.pop(ref)
@@ -263,7 +272,7 @@ def _execute(todo: list[tuple[BatchRun, bool]], gpus_per_run: float, cpus_per_ru
                 outcome = Outcome(run.name, str(run.run_dir), "failed",
                                   error=f"worker died: {str(exc).splitlines()[0]}")
                 ray.kill(worker)
-                worker = actor.remote(run_fn, threads)
+                worker = start_worker()
             outcomes.append(outcome)
             bar.update(1)
             bar.set_postfix(failed=sum(o.status == "failed" for o in outcomes))
@@ -271,4 +280,6 @@ def _execute(todo: list[tuple[BatchRun, bool]], gpus_per_run: float, cpus_per_ru
                 submit(worker)
     finally:
         bar.close()
+        for worker in workers_started:  # free their resources now, not when Ray collects the handles
+            ray.kill(worker)
     return outcomes

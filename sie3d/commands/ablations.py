@@ -12,7 +12,8 @@ DEFAULT_PRESET = "params/quick.yaml"
 def add_parser(sub, name, help_text):
     names = [a for a, _, _ in ABLATIONS]
     parser = sub.add_parser(
-        name, help=help_text, description=help_text + ". Runs go to OUT/<ablation>/<photo stem>__<expression>; "
+        name, help=help_text, description=help_text + ". Runs go to OUT/<ablation>/<photo stem>__<expression>, "
+        "through the engine of `sie3d batch` (a local Ray cluster, one single-threaded worker per core); "
         "finished runs with the same params are reused; the combined tables go to OUT/evaluation.")
     parser.add_argument("photos", nargs="+", metavar="PHOTO", help="one photo per identity (distinct file names)")
     parser.add_argument("--out", required=True, metavar="DIR", help="grid root")
@@ -31,7 +32,10 @@ def add_parser(sub, name, help_text):
 
 
 def run(args) -> int:
-    from ..evaluation.ablations import run_ablations
+    from pathlib import Path
+
+    from ..batch.engine import EVALUATION_DIR, evaluate_grid, run_batch
+    from ..batch.manifest import BatchSpec, find_people
     from ..evaluation.tables import TABLE_MD
     from ..face.emotion import emotion_index
     from ._common import UserError
@@ -40,9 +44,20 @@ def run(args) -> int:
         emotion_index(expression)  # unknown emotion -> one-line error before any work
     if args.iterations is not None and args.iterations < 1:
         raise UserError(f"--iterations must be at least 1, got {args.iterations}")
-    ablations = [a for a in ABLATIONS if args.only is None or a[0] in args.only]
-    study = run_ablations(args.photos, args.expressions, args.params or [DEFAULT_PRESET], args.out,
-                          iterations=args.iterations, ablations=ablations, overrides=args.overrides,
-                          log=lambda line: print(line, file=sys.stderr))
-    print((study.evaluation_dir / TABLE_MD).read_text())
-    return 0
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UserError("sie3d ablations runs its grid on Ray: pip install 'sie3d[batch]'") from None
+    iterations = (f"train.iterations={args.iterations}",) if args.iterations is not None else ()
+    spec = BatchSpec(params=tuple(Path(p).resolve() for p in args.params or [DEFAULT_PRESET]),
+                     overrides=(*args.overrides, *iterations), people=tuple(find_people(args.photos)),
+                     expressions=tuple(args.expressions), intensities=(None,), accessories=(None,),
+                     ablations=tuple(a for a, _, _ in ABLATIONS if args.only is None or a in args.only),
+                     out=Path(args.out).resolve())
+    result = run_batch(spec.runs(), spec.out, evaluate_fn=evaluate_grid, progress=sys.stderr.isatty(),
+                       log=lambda line: print(line, file=sys.stderr))
+    for outcome in result.outcomes:
+        print(f"[ablations] {outcome.name}: {outcome.status}", file=sys.stderr)
+    if result.evaluation is not None:
+        print((spec.out / EVALUATION_DIR / TABLE_MD).read_text())
+    return 1 if result.failed else 0
