@@ -192,8 +192,6 @@ def run_batch(runs: Sequence[BatchRun], out: str | Path, address: str | None = N
         run_fn: the work of one cell (default :func:`generate_run`; tests pass a fake).
         evaluate_fn: combined evaluation over the finished runs (None: skip).
     """
-    import ray
-
     start = time.perf_counter()
     out = Path(out)
     outcomes, todo = plan(runs)
@@ -209,6 +207,8 @@ def run_batch(runs: Sequence[BatchRun], out: str | Path, address: str | None = N
                                  progress, log)
     finally:
         if started:
+            import ray
+
             ray.shutdown()
     order = {run.name: i for i, run in enumerate(runs)}
     outcomes.sort(key=lambda o: order[o.name])
