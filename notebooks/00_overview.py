@@ -110,6 +110,7 @@ for name, version in package_versions().items():
 # | 03 emotion loss | the emotion classifiers on a real portrait, the differentiable face crop, the loss landscape, optimising an image toward "neutral" and "sad" |
 # | 04 generate | photo → avatar for two expressions and an accessory: loss curves, view grids, turntables, identity and expression numbers |
 # | 05 evaluation | FID/KID, ID, NPS with a held-out classifier, the ablations beside the paper's tables |
+# | 06 expression control | free text to the loss's class, an intensity sweep judged by the held-out classifier, re-posing a finished avatar |
 #
 # Pages that a later milestone adds appear in the book as soon as their notebook exists.
 

@@ -56,12 +56,9 @@ iterations = 0  # train.iterations of every run; 0: the preset value
 
 # %% tags=["hide-input"]
 import logging
-import multiprocessing
-import os
 import shutil
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -71,14 +68,17 @@ import torch
 from IPython.display import HTML, Markdown, display
 from myst_nb import glue
 
+from sie3d.batch.engine import run_batch
+from sie3d.batch.manifest import BatchRun, Person
 from sie3d.config import load_config
 from sie3d.diffusion.conditioning import build_conditioning, cosine_similarity_matrix
 from sie3d.diffusion.prior import DiffusionPrior
 from sie3d.evaluation import report
-from sie3d.evaluation.ablations import is_generated, manifest_params_hash
+from sie3d.evaluation.ablations import manifest_params_hash
 from sie3d.face.detect import FaceWarning
-from sie3d.generate import configure, generate, load_summary
+from sie3d.generate import configure, load_summary
 from sie3d.images import load_photo
+from sie3d.render.media import save_image
 from sie3d.runtime import resolve_device
 from sie3d.subject import make_subject
 from sie3d.train.trainer import read_metrics
@@ -100,43 +100,35 @@ print(f"preset {config.preset}: {config.train.iterations} iterations x batch {co
 # %% [markdown]
 # ## The runs
 #
-# One run directory per request under `output_dir`; a finished run with the same params hash is read
-# back instead of regenerated. On a CPU the missing runs start together, each in its own
-# single-threaded worker process: the operating system shares the cores between independent runs with
-# little overhead, whereas torch threads inside one small optimisation wait for each other (9× slower
-# per iteration with 2 threads than with 1 on a shared 2-core machine).
+# One run directory per request under `output_dir`, made by the same engine as `sie3d batch`
+# (`sie3d.batch`, on a local Ray cluster): a finished run with the same params hash is skipped, the
+# others are shared among single-threaded workers, one per core, each keeping its models loaded
+# between runs. On a CPU the operating system shares the cores between independent runs with little
+# overhead, whereas torch threads inside one small optimisation wait for each other (9× slower per
+# iteration with 2 threads than with 1 on a shared 2-core machine).
 
 # %% tags=["hide-input"]
 requests = {e: (e, "") for e in expressions}
 if accessory:
     requests["neutral_" + "_".join(accessory.split())] = ("neutral", accessory)
 device = resolve_device(config.run.device)
-runs, pending = {}, {}
-for name, (expression, accessory_text) in requests.items():
-    run_config = configure(config, expression=expression, accessory=accessory_text)
-    run_dir = out_dir / name
-    if ((run_dir / "summary.json").is_file() and is_generated(run_dir)
-            and manifest_params_hash(run_dir) == run_config.params_hash()):
-        runs[name] = run_dir
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        pending[name] = (run_dir, run_config)
+if not photo:  # the batch workers read their photos from files
+    photo_file = save_image(photos[0], out_dir / "inputs" / "astronaut.png")
+person = Person("astronaut" if not photo else Path(photo).stem, (Path(photo or photo_file).resolve(),))
+params = tuple(Path(f).resolve() for f in (params_file, *extra_params))
+grid = [BatchRun(name, out_dir / name, person, "full", expression, None, accessory_text or None, params,
+                 tuple(run_overrides)) for name, (expression, accessory_text) in requests.items()]
+for run in grid:  # a run made with other params (an edited preset) is made again
+    if (run.run_dir / "summary.json").is_file() and manifest_params_hash(run.run_dir) != run.config().params_hash():
+        shutil.rmtree(run.run_dir)
 
 start = time.perf_counter()
-quiet = logging.getLogger("sie3d.notebooks.generate").info  # per-iteration lines; numbers are read back below
-if pending and device.type == "cpu":
-    os.environ["PYTHONWARNINGS"] = "ignore:2 faces found"  # the workers' copy of the FaceWarning filter below
-    with ProcessPoolExecutor(min(len(pending), 4), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        futures = {name: pool.submit(generate, photos, run_config, run_dir, sources=sources, log=quiet)
-                   for name, (run_dir, run_config) in pending.items()}
-        for name, future in futures.items():
-            future.result()  # a failed run raises here, with its error
-            runs[name] = pending[name][0]
-else:  # CUDA: one run after the other in this process
-    for name, (run_dir, run_config) in pending.items():
-        generate(photos, run_config, run_dir, sources=sources, log=quiet)
-        runs[name] = run_dir
+quiet = logging.getLogger("sie3d.notebooks.generate").info  # per-run lines; numbers are read back below
+batch = run_batch(grid, out_dir, evaluate_fn=None, progress=False, log=quiet)
+if batch.failed:
+    raise RuntimeError("; ".join(f"{o.name}: {o.error}" for o in batch.failed))
+pending = [o for o in batch.outcomes if o.status != "skipped"]
+runs = {name: out_dir / name for name in requests}
 generation_seconds = time.perf_counter() - start
 runs = {name: (runs[name], load_summary(runs[name])) for name in requests}
 metrics = {name: read_metrics(run_dir) for name, (run_dir, _) in runs.items()}
@@ -201,10 +193,13 @@ display(Markdown(report.check_table(runs)))
 #
 # Front, three-quarter, side and back views of each final avatar, and a 12-frame turntable
 # (`turntable.mp4` beside it in the run directory). Offline, the back and the sides have no photo to
-# learn from and the random prior cannot invent them: before training the template is made like the
-# person instead (first figure): its face shaped by MediaPipe's 3D landmarks, hair where the selfie
-# segmentation finds hair (its boundary from the photo, the far side mirrored from the near side, the
-# back down to the lowest hair the photo shows), skin elsewhere.
+# learn from and the random prior cannot invent them. The template can be made like the person before
+# training (first figure; `models.person_shape`, `models.person_colours`): its face shaped by
+# MediaPipe's 3D landmarks, hair where the selfie segmentation finds hair (its boundary from the photo,
+# the far side mirrored from the near side, the back down to the lowest hair the photo shows), skin
+# elsewhere. The quick preset leaves this off: on the astronaut the shaped, recoloured head and the
+# hidden teeth cost the emotion route its targets (surprise stops opening the mouth and neutral stays
+# "happy" to fer), so the runs above use the plain template.
 
 # %% tags=["hide-input"]
 # the template before and after it is made like the person (shape from MediaPipe's 3D landmarks, skin and
@@ -214,7 +209,9 @@ from sie3d.avatar.template_files import load_template
 from sie3d.render.media import render_views
 from sie3d.subject import prepare_subject
 
-prepared = prepare_subject(subject, config, torch.device("cpu"))
+person_config = load_config(params_file, *extra_params, overrides=[
+    *run_overrides, "models.person_shape=true", "models.person_colours=true", "models.hide_teeth=true"])
+prepared = prepare_subject(subject, person_config, torch.device("cpu"))
 azimuths = [0.0, 90.0, 180.0]
 fig, axes = plt.subplots(2, len(azimuths), figsize=(2.2 * len(azimuths), 4.6))
 for row, (label, template) in zip(axes, [("template", load_template(config.models)),
@@ -321,38 +318,6 @@ if interactive:
                                                  continuous_update=False),
                      elevation=widgets.FloatSlider(value=0, min=-60, max=60, step=5, description="elevation",
                                                    continuous_update=False))
-
-# %% tags=["hide-input"]
-# Expression control: free text -> the emotion loss's class, and re-posing a finished run (sie3d animate)
-from sie3d.avatar.animate import morph_coefficients, orbit_azimuths, render_morph, target_coefficients
-from sie3d.face.expression_text import UnknownExpression, match_words
-from sie3d.train.finished import load_finished_avatar
-
-mapping_rows = []
-for text in ["smiling broadly", "surprised", "furious", "crying softly", "terrified", "not happy"]:
-    try:
-        m = match_words(text)
-        mapping_rows.append(f"| {text} | {m.emotion} | {m.score:.2f} | {', '.join(m.evidence)} |")
-    except UnknownExpression:
-        mapping_rows.append(f"| {text} | (one-line error listing the classes) | | |")
-display(Markdown(
-    "## Expression control\n\n`--expression` is free text: it enters eq 4 as written, and the word list of "
-    "`sie3d.face.expression_text` maps it to the emotion loss's class (`summary.json` records the mapping). "
-    "Offline the intensity η acts on that loss: its target is η·class + (1 − η)·neutral. "
-    "`sie3d animate RUN --to surprise` morphs a finished avatar's blendshape coefficients to another "
-    "expression while the camera orbits.\n\n| text | class | score | words |\n|---|---|---|---|\n"
-    + "\n".join(mapping_rows)))
-animated = load_finished_avatar(runs[expressions[0]][0])
-target, described = target_coefficients("surprise", animated.template)
-frames = render_morph(animated.gaussians, morph_coefficients(animated.expression, target, 4), orbit_azimuths(4, 30.0),
-                      192, camera_cfg=config.cameras, backend=config.render.backend)
-fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
-for i, (ax, frame) in enumerate(zip(axes, frames)):
-    ax.imshow(frame)
-    ax.axis("off")
-    ax.set_title(f"t = {i / 3:.2f}", fontsize=9)
-fig.suptitle(f"{expressions[0]} run re-posed --to surprise ({described})", fontsize=9)
-plt.show()
 
 # %% [markdown]
 # ## Summary
