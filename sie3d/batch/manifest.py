@@ -165,7 +165,7 @@ def load_manifest(path: str | Path, overrides: Sequence[str] = (), out: str | Pa
         out: replaces the manifest's ``out``.
     """
     from ..evaluation.ablations import ABLATIONS
-    from ..face.emotion import emotion_index
+    from ..face.expression_text import match_words
 
     path = Path(path)
     try:
@@ -190,7 +190,7 @@ def load_manifest(path: str | Path, overrides: Sequence[str] = (), out: str | Pa
     expressions = [str(e) for e in _list(data, "expressions", ["neutral"])]
     for expression in expressions:
         try:
-            emotion_index(expression)
+            match_words(expression)  # free text as `sie3d generate --expression` takes it
         except ValueError as exc:
             raise ManifestError(f"expressions: {exc}") from None
     intensities = _list(data, "intensities", [None])
