@@ -107,7 +107,7 @@ print(f"preset {config.preset}: {config.train.iterations} iterations x batch {co
 # overhead, whereas torch threads inside one small optimisation wait for each other (9× slower per
 # iteration with 2 threads than with 1 on a shared 2-core machine).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "remove-stderr"]
 requests = {e: (e, "") for e in expressions}
 if accessory:
     requests["neutral_" + "_".join(accessory.split())] = ("neutral", accessory)

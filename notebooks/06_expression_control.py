@@ -96,7 +96,7 @@ target_class = match_words(expression).emotion
 #
 # One run per η, made by the engine of `sie3d batch` (finished runs with the same params are reused).
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "remove-stderr"]
 photo_file = save_image(skimage.data.astronaut(), out_dir / "inputs" / "astronaut.png")
 person = Person("astronaut", (photo_file.resolve(),))
 params = tuple(Path(f).resolve() for f in (params_file, *extra_params))
