@@ -56,7 +56,6 @@ iterations = 0  # train.iterations of every run; 0: the preset value
 
 # %% tags=["hide-input"]
 import logging
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -74,7 +73,6 @@ from sie3d.config import load_config
 from sie3d.diffusion.conditioning import build_conditioning, cosine_similarity_matrix
 from sie3d.diffusion.prior import DiffusionPrior
 from sie3d.evaluation import report
-from sie3d.evaluation.ablations import manifest_params_hash
 from sie3d.face.detect import FaceWarning
 from sie3d.generate import configure, load_summary
 from sie3d.images import load_photo
@@ -118,15 +116,12 @@ person = Person("astronaut" if not photo else Path(photo).stem, (Path(photo or p
 params = tuple(Path(f).resolve() for f in (params_file, *extra_params))
 grid = [BatchRun(name, out_dir / name, person, "full", expression, None, accessory_text or None, params,
                  tuple(run_overrides)) for name, (expression, accessory_text) in requests.items()]
-for run in grid:  # a run made with other params (an edited preset) is made again
-    if (run.run_dir / "summary.json").is_file() and manifest_params_hash(run.run_dir) != run.config().params_hash():
-        shutil.rmtree(run.run_dir)
 
 start = time.perf_counter()
 quiet = logging.getLogger("sie3d.notebooks.generate").info  # per-run lines; numbers are read back below
-batch = run_batch(grid, out_dir, evaluate_fn=None, progress=False, log=quiet)
-if batch.failed:
-    raise RuntimeError("; ".join(f"{o.name}: {o.error}" for o in batch.failed))
+# a finished run made with other params (an edited preset) is made again
+batch = run_batch(grid, out_dir, evaluate_fn=None, progress=False, log=quiet, replace_stale=True)
+batch.raise_for_failures()
 pending = [o for o in batch.outcomes if o.status != "skipped"]
 runs = {name: out_dir / name for name in requests}
 generation_seconds = time.perf_counter() - start

@@ -45,7 +45,6 @@ repose_to = "surprise"
 
 # %% tags=["hide-input"]
 import logging
-import shutil
 import warnings
 from pathlib import Path
 
@@ -59,7 +58,6 @@ from sie3d.avatar.animate import morph_coefficients, orbit_azimuths, render_morp
 from sie3d.batch.engine import run_batch
 from sie3d.batch.manifest import BatchRun, Person
 from sie3d.config import load_config
-from sie3d.evaluation.ablations import manifest_params_hash
 from sie3d.face.detect import FaceWarning
 from sie3d.face.expression_text import UnknownExpression, match_words
 from sie3d.generate import load_summary
@@ -102,12 +100,10 @@ person = Person("astronaut", (photo_file.resolve(),))
 params = tuple(Path(f).resolve() for f in (params_file, *extra_params))
 grid = [BatchRun(f"eta_{eta:g}", out_dir / f"eta_{eta:g}", person, "full", expression, float(eta), None, params,
                  tuple(run_overrides)) for eta in intensities]
-for run in grid:  # a run made with other params (an edited preset) is made again
-    if (run.run_dir / "summary.json").is_file() and manifest_params_hash(run.run_dir) != run.config().params_hash():
-        shutil.rmtree(run.run_dir)
-batch = run_batch(grid, out_dir, evaluate_fn=None, progress=False, log=logging.getLogger("sie3d.notebooks").info)
-if batch.failed:
-    raise RuntimeError("; ".join(f"{o.name}: {o.error}" for o in batch.failed))
+# a finished run made with other params (an edited preset) is made again
+batch = run_batch(grid, out_dir, evaluate_fn=None, progress=False, log=logging.getLogger("sie3d.notebooks").info,
+                  replace_stale=True)
+batch.raise_for_failures()
 summaries = [load_summary(run.run_dir) for run in grid]
 judges = [name for name in ("faceapi", "fer") if f"emotion_{name}" in summaries[0]["frontal"]]
 readings = {name: [s["frontal"].get(f"emotion_{name}", {}).get(target_class, np.nan) for s in summaries]

@@ -204,6 +204,24 @@ def test_finished_runs_made_with_other_params_stop_the_batch_first(tmp_path, rep
         run_batch([run], tmp_path / "out", run_fn=fake_generate, evaluate_fn=None, progress=False)
 
 
+
+def test_replace_stale_remakes_finished_runs_made_with_other_params(tmp_path, repo_root):
+    from sie3d.batch.engine import BatchError, BatchResult, Outcome, plan
+
+    _touch_photo(tmp_path / "alice.png")
+    (run,) = load_manifest(_manifest(tmp_path, repo_root, photos=[str(tmp_path / "alice.png")])).runs()
+    run.run_dir.mkdir(parents=True)
+    write_json_atomic(run.run_dir / "manifest.json", {"params_hash": "0123456789abcdef", "status": "finished"})
+    (run.run_dir / "summary.json").write_text("{}")
+    skipped, todo = plan([run], replace_stale=True)
+    assert skipped == [] and [(r.name, resume) for r, _, resume in todo] == [(run.name, False)]
+    assert not run.run_dir.exists()  # the stale run is gone, so it is made from scratch
+    result = BatchResult([Outcome("a", "a", "generated"), Outcome("b", "b", "failed", error="ValueError: bad")],
+                         1.0, 0.0)
+    with pytest.raises(BatchError, match="b: ValueError: bad"):
+        result.raise_for_failures()
+    BatchResult([Outcome("a", "a", "skipped")], 1.0, 0.0).raise_for_failures()
+
 @pytest.mark.slow
 def test_a_worker_reuses_its_models_and_gets_the_same_avatar(tmp_path, repo_root):
     """The real cell function twice in one process: the second run builds no model, and sharing the

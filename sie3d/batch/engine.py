@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -73,6 +74,11 @@ class BatchResult:
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == "failed"]
+
+    def raise_for_failures(self) -> None:
+        """Raise :class:`BatchError` naming every failed run and its error (for callers that need all runs)."""
+        if self.failed:
+            raise BatchError("; ".join(f"{o.name}: {o.error}" for o in self.failed))
 
 
 def _read_manifest(run_dir: Path) -> dict[str, Any]:
@@ -137,24 +143,32 @@ class Worker:
         return Outcome(run.name, str(run.run_dir), status, time.perf_counter() - start, error, self.name, built)
 
 
-def plan(runs: Sequence[BatchRun]) -> tuple[list[Outcome], list[tuple[BatchRun, Any, bool]]]:
+def plan(runs: Sequence[BatchRun], replace_stale: bool = False
+         ) -> tuple[list[Outcome], list[tuple[BatchRun, Any, bool]]]:
     """Skipped outcomes and the runs to do, with their resolved config and resume flag (the config is
     resolved here, so a worker need not import the pipeline before its run needs it).
 
+    Args:
+        replace_stale: delete finished runs made with other params and make them again (the book's
+            notebooks, whose preset may have been edited) instead of refusing the batch.
+
     Raises:
-        BatchError: finished runs whose params hash differs from the one asked for now (all listed).
+        BatchError: finished runs whose params hash differs from the one asked for now (all listed),
+            unless ``replace_stale``.
     """
     skipped, todo, stale = [], [], []
     for run in runs:
         config = run.config()
         if is_finished(run.run_dir):
             recorded, wanted = _read_manifest(run.run_dir).get("params_hash"), config.params_hash()
-            if recorded != wanted:
-                stale.append(f"{run.run_dir} (hash {recorded}, asked for {wanted})")
-            else:
+            if recorded == wanted:
                 skipped.append(Outcome(run.name, str(run.run_dir), "skipped"))
-        else:
-            todo.append((run, config, run.run_dir.exists()))
+                continue
+            if not replace_stale:
+                stale.append(f"{run.run_dir} (hash {recorded}, asked for {wanted})")
+                continue
+            shutil.rmtree(run.run_dir)
+        todo.append((run, config, run.run_dir.exists()))
     if stale:
         raise BatchError(f"{len(stale)} finished run(s) were generated with other params: {'; '.join(stale)}; "
                          "delete them or choose another out")
@@ -179,7 +193,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
 def run_batch(runs: Sequence[BatchRun], out: str | Path, address: str | None = None, gpus_per_run: float = 1,
               cpus_per_run: float = 1, workers: int | None = None, run_fn: RunFn = generate_run,
               evaluate_fn: EvaluateFn | None = evaluate_grid, progress: bool = True,
-              log: Callable[[str], None] = print) -> BatchResult:
+              log: Callable[[str], None] = print, replace_stale: bool = False) -> BatchResult:
     """Run every cell not yet finished on Ray, then evaluate the finished ones into ``out/evaluation``.
 
     Args:
@@ -191,10 +205,11 @@ def run_batch(runs: Sequence[BatchRun], out: str | Path, address: str | None = N
         workers: concurrent workers (default: as many as the cluster's resources fit).
         run_fn: the work of one cell (default :func:`generate_run`; tests pass a fake).
         evaluate_fn: combined evaluation over the finished runs (None: skip).
+        replace_stale: remake finished runs made with other params instead of refusing (see :func:`plan`).
     """
     start = time.perf_counter()
     out = Path(out)
-    outcomes, todo = plan(runs)
+    outcomes, todo = plan(runs, replace_stale)
     ray_seconds = 0.0
     started = False
     if todo:
