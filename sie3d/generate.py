@@ -71,13 +71,19 @@ def _face_report(image: np.ndarray, photo_descriptor: np.ndarray, classifiers: d
         "dlib_cosine": cosine_similarity(photo_descriptor, descriptor),
         "landmarks": expression_measures(landmarks_68(image, face)),
     }
-    box = torch.as_tensor(emotion_box(face.box, image.shape[1], image.shape[0], margin), dtype=torch.float32)
-    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float().to(device) / 255.0
-    for name, classifier in classifiers.items():
-        with torch.no_grad():
-            probs = classifier(tensor, box.to(device))[0].cpu()
-        report[f"emotion_{name}"] = {e: float(p) for e, p in zip(EMOTIONS, probs)}
+    report.update(_emotion_readings(image, face.box, classifiers, device, margin))
     return report
+
+
+@torch.no_grad()
+def _emotion_readings(image: np.ndarray, face_box, classifiers: dict[str, Any], device: torch.device,
+                      margin: float) -> dict[str, dict[str, float]]:
+    """``{"emotion_<classifier>": {class: probability}}`` of the face at ``face_box`` (x0, y0, x1, y1
+    pixels) in a uint8 ``[H, W, 3]`` image, cropped as on photos (:func:`sie3d.face.emotion.emotion_box`)."""
+    box = torch.as_tensor(emotion_box(face_box, image.shape[1], image.shape[0], margin), dtype=torch.float32)
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float().to(device) / 255.0
+    return {f"emotion_{name}": dict(zip(EMOTIONS, map(float, classifier(tensor, box.to(device))[0].cpu())))
+            for name, classifier in classifiers.items()}
 
 
 def _classifiers(config: Config, device: torch.device,
@@ -124,14 +130,8 @@ def write_outputs(trainer: AvatarTrainer, run: RunDir, prepared: PreparedSubject
     photo_descriptor = prepared.descriptor
     classifiers, missing = _classifiers(config, device, models or ModelCache())
     margin = config.models.emotion_crop_margin
-    photo_box = torch.as_tensor(emotion_box(subject.face.box, subject.photo.shape[1], subject.photo.shape[0],
-                                            margin), dtype=torch.float32)
-    photo_tensor = torch.from_numpy(subject.photo).permute(2, 0, 1)[None].float().to(device) / 255.0
-    photo_report: dict[str, Any] = {"landmarks": expression_measures(prepared.landmarks)}
-    for name, classifier in classifiers.items():
-        with torch.no_grad():
-            probs = classifier(photo_tensor, photo_box.to(device))[0].cpu()
-        photo_report[f"emotion_{name}"] = {e: float(p) for e, p in zip(EMOTIONS, probs)}
+    photo_report: dict[str, Any] = {"landmarks": expression_measures(prepared.landmarks),
+                                    **_emotion_readings(subject.photo, subject.face.box, classifiers, device, margin)}
 
     records = read_metrics(out)
     last = records[-1] if records else {}

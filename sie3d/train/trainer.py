@@ -10,7 +10,7 @@ Two expression routes (``loss.emotion_moves``):
 * ``all`` (the paper): the emotion loss back-propagates into every Gaussian parameter.
 * ``expression`` (the offline preset): the emotion loss moves only the template's blendshape
   coefficients; colours are fitted by the reference-view loss at the photo's own expression
-  (coefficients zero) and no other loss moves the coefficients but ``loss_expression_prior``, which
+  (its fitted coefficients) and no other loss moves the coefficients but ``loss_expression_prior``, which
   keeps those the target emotion does not use at zero (all of them for neutral). An emotion loss that may move colours
   fools the classifier without changing what a person sees. Here the intensity η acts on the loss:
   its target is η·onehot(class) + (1 − η)·onehot(neutral) (:func:`~sie3d.face.expression_text.intensity_target`).
@@ -135,7 +135,7 @@ class AvatarTrainer:
             with torch.no_grad():
                 self.expression.copy_(prepared.photo_expression)
         self.photo_expression = prepared.photo_expression
-        self.face_box = prepared.face_box
+        self.face_box = prepared.face_box.to(device)  # [4], read by every emotion step
 
         self.optimizer = torch.optim.Adam(self._param_groups(), eps=config.optim.adam_eps)
         self.iteration = 0
@@ -233,7 +233,7 @@ class AvatarTrainer:
                 emotion_splats = Splats(s.means, s.quats, s.scales, s.opacities, s.colors.detach())
             white = torch.ones(3, device=self.device)
             front = self._render(emotion_splats, self.frontal, white)
-            probs = self.classifier(front.rgb.permute(0, 3, 1, 2), self.face_box.to(self.device))
+            probs = self.classifier(front.rgb.permute(0, 3, 1, 2), self.face_box)
             losses["emotion"] = emotion_loss(probs, self.emotion_target.expand_as(probs))
             diagnostics["p_target"] = float(probs[0, self.target_emotion].detach())
             timings["emotion"] = time.perf_counter() - tick
