@@ -94,6 +94,18 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+MANIFEST_FILE = "manifest.json"
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's ``manifest.json`` (``status``, ``params_hash``, ...); ``{}`` when absent or unreadable."""
+    try:
+        manifest = json.loads((Path(run_dir) / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 @dataclass
 class RunDir:
     """A run directory: resolved ``config.yaml`` and ``manifest.json`` written on creation."""
@@ -130,7 +142,7 @@ class RunDir:
         return run
 
     def write_manifest(self) -> None:
-        write_json_atomic(self.path / "manifest.json", self.manifest)
+        write_json_atomic(self.path / MANIFEST_FILE, self.manifest)
 
     def finish(self, status: str = "finished", **extra: Any) -> None:
         self.manifest.update(extra)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sie3d.config import load_config
-from sie3d.runtime import RunDir, resolve_device, seed_everything
+from sie3d.runtime import RunDir, read_manifest, resolve_device, seed_everything
 
 
 def _draw():
@@ -59,3 +59,17 @@ def test_run_dir_writes_config_and_manifest(tmp_path, repo_root):
     run.finish(summary="done")
     manifest = json.loads((tmp_path / "run/manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["finished"] and manifest["summary"] == "done"
+
+
+def test_read_manifest_reads_what_rundir_writes_and_tolerates_damage(tmp_path, repo_root):
+    assert read_manifest(tmp_path / "nothing") == {}
+    config = load_config(repo_root / "params/quick.yaml")
+    run = RunDir.create(tmp_path / "run", config, device="cpu")
+    assert read_manifest(run.path)["status"] == "running"
+    run.finish()
+    manifest = read_manifest(run.path)
+    assert manifest["status"] == "finished" and manifest["params_hash"] == config.params_hash()
+    (run.path / "manifest.json").write_text('{"status": "fini')  # truncated by a crash
+    assert read_manifest(run.path) == {}
+    (run.path / "manifest.json").write_text("[1, 2]")
+    assert read_manifest(run.path) == {}

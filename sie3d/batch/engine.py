@@ -17,7 +17,6 @@ lines go to ``<run>/batch.log``; ``<out>/batch.json`` lists every run's outcome.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -29,10 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..runtime import ModelCache, write_json_atomic
+from ..runtime import ModelCache, read_manifest, write_json_atomic
 from .manifest import BatchRun
 
-MANIFEST_FILE = "manifest.json"  # written by sie3d.runtime.RunDir
 SUMMARY_FILE = "summary.json"  # written by sie3d.generate.write_outputs
 RUN_LOG = "batch.log"
 BATCH_JSON = "batch.json"
@@ -81,15 +79,8 @@ class BatchResult:
             raise BatchError("; ".join(f"{o.name}: {o.error}" for o in self.failed))
 
 
-def _read_manifest(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def is_finished(run_dir: Path) -> bool:
-    return _read_manifest(run_dir).get("status") == "finished" and (run_dir / SUMMARY_FILE).is_file()
+    return read_manifest(run_dir).get("status") == "finished" and (run_dir / SUMMARY_FILE).is_file()
 
 
 def generate_run(run: BatchRun, config, resume: bool, models: ModelCache, log: Callable[[str], None]) -> None:
@@ -160,7 +151,7 @@ def plan(runs: Sequence[BatchRun], replace_stale: bool = False
     for run in runs:
         config = run.config()
         if is_finished(run.run_dir):
-            recorded, wanted = _read_manifest(run.run_dir).get("params_hash"), config.params_hash()
+            recorded, wanted = read_manifest(run.run_dir).get("params_hash"), config.params_hash()
             if recorded == wanted:
                 skipped.append(Outcome(run.name, str(run.run_dir), "skipped"))
                 continue

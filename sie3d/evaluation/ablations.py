@@ -16,7 +16,6 @@ not depend on the trainer; :func:`run_ablations` wires it to :func:`sie3d.genera
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +23,13 @@ from typing import Any
 
 from ..config import Config, load_config
 from ..generate import generate
-from ..runtime import ModelCache
+from ..runtime import MANIFEST_FILE, ModelCache, read_manifest
 from .evaluate import evaluate_run_dir, evaluate_runs
 from .evaluator import Evaluator
 from .paper_tables import OurRow, Provenance
 
 PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
 ABLATIONS_DIR = PARAMS_DIR / "ablations"
-MANIFEST_FILE = "manifest.json"  # written by sie3d.runtime.RunDir
 METRICS_FILE = "metrics.json"  # written by sie3d.evaluation.evaluate
 EVALUATION_DIR = "evaluation"  # under the grid root: runs.csv, groups.csv, metrics.md, evaluation.json
 
@@ -65,11 +63,7 @@ class GridRun:
 
 def manifest_status(run_dir: str | Path) -> str | None:
     """``status`` field of a run's manifest (None when there is no readable manifest)."""
-    path = Path(run_dir) / MANIFEST_FILE
-    try:
-        return json.loads(path.read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return read_manifest(run_dir).get("status")
 
 
 def is_generated(run_dir: str | Path) -> bool:
@@ -78,10 +72,7 @@ def is_generated(run_dir: str | Path) -> bool:
 
 def manifest_params_hash(run_dir: str | Path) -> str | None:
     """``params_hash`` field of a run's manifest (None when absent)."""
-    try:
-        return json.loads((Path(run_dir) / MANIFEST_FILE).read_text()).get("params_hash")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return read_manifest(run_dir).get("params_hash")
 
 
 def is_finished(run_dir: str | Path) -> bool:

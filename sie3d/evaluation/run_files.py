@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, ConfigError, config_from_dict, read_params_file
+from ..runtime import MANIFEST_FILE
 
 CONFIG_FILE = "config.yaml"
-MANIFEST_FILE = "manifest.json"
 SUMMARY_FILE = "summary.json"
 SUMMARY_PHOTOS_KEY = "photos"  # list of input photo paths (a single string is accepted)
 GROUP_KEY = "ablation"  # in manifest.json or summary.json; default: the run's parent directory name
