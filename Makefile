@@ -8,6 +8,9 @@ EXTRAS ?= book,test
 PARAMS ?= params/quick.yaml
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sie3d-installed
+# matplotlib's font cache lives with the environment: a cache left by a deleted venv names fonts that
+# are gone and fills the book's pages with "findfont" warnings
+export MPLCONFIGDIR ?= $(abspath $(VENV))/matplotlib
 
 .PHONY: env models test test-fast book lab paper clean help
 
