@@ -59,10 +59,10 @@ class ModelsConfig:
     tiny_prior_seed: int = 0
     # the template made like the person in the photo (sie3d.avatar.person_fit, MediaPipe's face mesh and
     # selfie segmentation): face shape from the 3D landmarks; skin and hair colours where the photo
-    # cannot see; the photo's open mouth (a smile's teeth) painted in the colour of its lips
+    # cannot see; the colours painted from the photo without its expression's folds and teeth
     person_shape: bool = True
     person_colours: bool = True
-    hide_teeth: bool = True
+    expression_free_appearance: bool = True
 
 
 @dataclass
@@ -209,7 +209,7 @@ class LossConfig:
     lambda_lap: float = 1e8
     lambda_emotion: float = 0.1
     lambda_ref: float = 0.0  # reference-view loss (off in the paper)
-    lambda_expression_prior: float = 0.0  # expression route: coefficients the target emotion does not use -> 0
+    lambda_expression_prior: float = 0.0  # expression route: unused blendshapes -> 0, used ones >= η × FACS prototype
     emotion_moves: str = "all"  # all (paper) | expression (only blendshape coefficients)
     lap_max_neighbours: int = 10
     # optional piecewise-linear schedules of loss weights: {"emotion": [[0, 0.0], [100, 0.1]], ...}

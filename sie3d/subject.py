@@ -9,8 +9,9 @@ Two steps, each done once per run:
   expression as blendshape coefficients with the similarity that aligns it to the frontal camera, the
   photo warped into that camera (reference view), and the emotion classifier's crop box; with
   MediaPipe's face mesh and selfie segmentation also the template in the person's face shape and
-  skin / hair colours, and the photo the appearance is fitted to with its teeth hidden behind lips
-  (:mod:`sie3d.avatar.person_fit`, ``models.person_shape`` / ``person_colours`` / ``hide_teeth``).
+  skin / hair colours, and the photo the appearance is fitted to without the folds and teeth of its
+  expression
+  (:mod:`sie3d.avatar.person_fit`, ``models.person_shape`` / ``person_colours`` / ``expression_free_appearance``).
 
 The trainer (:mod:`sie3d.train`) and the run outputs (:mod:`sie3d.generate`) read these fields; none of
 them detects, embeds or fits the photo again.
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from .avatar.expression_fit import ExpressionFit
-from .avatar.person_fit import fit_template_shape, hide_teeth, person_colours
+from .avatar.person_fit import expression_free_appearance, fit_template_shape, person_colours
 from .avatar.reference_view import (FIT_RESOLUTION, ReferenceView, align_reference_view, fit_reference,
                                     scaled_matrix)
 from .avatar.template import HeadTemplate
@@ -109,7 +110,7 @@ class PreparedSubject:
         photo_expression: ``[K]`` blendshape coefficients of the photo (zeros without a fit).
         face_box: ``[4]`` emotion-classifier crop in the frontal render, in [0, 1] image units.
         appearance: ``[H, W, 3]`` uint8, the photo the colours are painted from and the reference view
-            shows (the photo, its mouth opening hidden with ``models.hide_teeth``).
+            shows (the photo without its expression's marks with ``models.expression_free_appearance``).
         person: diagnostics of the person fit (shape: width scale, landmark RMS; colours: skin, hair).
     """
 
@@ -165,11 +166,11 @@ def _person_fit(subject: Subject, template: HeadTemplate, fit: ExpressionFit, la
     """The template shaped and coloured like the person, the expression re-fitted to the new shape,
     and the appearance photo (see :class:`PreparedSubject`)."""
     models = config.models
-    if not (models.person_shape or models.person_colours or models.hide_teeth):
+    if not (models.person_shape or models.person_colours or models.expression_free_appearance):
         return template, fit, subject.photo, {}
     import cv2
 
-    from .face.mediapipe_models import OUTER_LIPS, face_mesh, hair_mask, mouth_opening_mask
+    from .face.mediapipe_models import face_mesh, hair_mask
 
     mesh = face_mesh(subject.photo, subject.face)
     person: dict = {"mesh_presence": mesh.presence}
@@ -182,11 +183,8 @@ def _person_fit(subject: Subject, template: HeadTemplate, fit: ExpressionFit, la
             template, subject.photo, mesh.points, hair_mask(subject.photo, mesh),
             cv2.invertAffineTransform(fit.matrix), camera, fit.coefficients)
     appearance = subject.photo
-    if models.hide_teeth:
-        opening = mouth_opening_mask(subject.photo.shape[:2], mesh)
-        appearance = hide_teeth(subject.photo, opening,
-                                mouth_opening_mask(subject.photo.shape[:2], mesh, OUTER_LIPS))
-        person["mouth_opening_pixels"] = int(opening.sum())
+    if models.expression_free_appearance:
+        appearance, person["appearance"] = expression_free_appearance(subject.photo, mesh.points)
     return template, fit, appearance, person
 
 

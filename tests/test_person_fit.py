@@ -8,8 +8,8 @@ import pytest
 import skimage.data
 import torch
 
-from sie3d.avatar.person_fit import (MESH_LANDMARKS, STABLE, fit_template_shape, hide_teeth, person_colours,
-                                     umeyama_3d)
+from sie3d.avatar.person_fit import (MESH_LANDMARKS, STABLE, expression_free_appearance, fit_template_shape,
+                                     person_colours, umeyama_3d)
 from sie3d.avatar.reference_view import FIT_RESOLUTION, fit_reference
 from sie3d.avatar.template_files import load_template
 from sie3d.config import load_config
@@ -98,20 +98,31 @@ def test_colours_put_hair_on_the_back_and_skin_on_the_face(astronaut_fit):
 
 
 @needs_models
-def test_teeth_are_hidden_inside_the_mouth_opening(astronaut_fit):
-    from sie3d.face.mediapipe_models import OUTER_LIPS, mouth_opening_mask
+def test_expression_free_appearance_takes_out_teeth_and_folds_and_keeps_the_eyes(astronaut_fit):
+    from sie3d.face.mediapipe_models import LEFT_EYE, OUTER_LIPS, mouth_opening_mask
 
     _, image, _, _, mesh, _ = astronaut_fit
     opening = mouth_opening_mask(image.shape[:2], mesh)
     mouth = mouth_opening_mask(image.shape[:2], mesh, OUTER_LIPS)
     assert 100 < opening.sum() < 2000 and image[opening].mean() > 150  # her smile shows white teeth
-    assert mouth.sum() > 2 * opening.sum() and (mouth | opening).sum() == mouth.sum()
-    hidden = hide_teeth(image, opening, mouth)
-    lips = image[mouth & ~cv2.dilate(opening.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)]
-    assert np.abs(hidden[opening].astype(float) - np.median(lips, axis=0)).max() <= 0.5  # lip-coloured
+    out, info = expression_free_appearance(image, mesh.points)
+    lips = mouth & ~opening
+    assert np.allclose(out[lips], np.median(image[lips], axis=0).round(), atol=0.5)  # one lip colour
+    assert np.allclose(out[opening], (0.55 * np.median(image[lips], axis=0)).round(), atol=0.5)  # a dark mouth
+
     def teeth(pixels: np.ndarray) -> int:  # bright, unsaturated pixels
         return int(((pixels.min(1) > 160) & (np.ptp(pixels.astype(int), axis=1) < 45)).sum())
 
-    assert teeth(image[opening]) > 20 and teeth(hidden[opening]) == 0
-    grown = cv2.dilate(opening.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    assert np.array_equal(hidden[~grown], image[~grown])
+    assert teeth(image[opening]) > 20 and teeth(out[mouth]) == 0
+    # the cheeks keep their low frequencies (mean colour) and lose the folds (local contrast)
+    iod = float(np.linalg.norm(mesh.points[33, :2] - mesh.points[263, :2]))
+    x, y = np.round(mesh.points[205, :2]).astype(int)  # the subject's right cheek, beside the nasolabial fold
+    r = int(0.25 * iod)
+    before, after = image[y - r:y + r, x - r:x + r].astype(float), out[y - r:y + r, x - r:x + r].astype(float)
+    assert np.abs(before.mean((0, 1)) - after.mean((0, 1))).max() < 12
+    assert after.std((0, 1)).mean() < 0.6 * before.std((0, 1)).mean()
+    eye = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillConvexPoly(eye, cv2.convexHull(np.round(mesh.points[list(LEFT_EYE), :2]).astype(np.int32)), 1)
+    eye = eye.astype(bool)  # the eyes are the person's (the smoothing's feathered edge is a few levels at most)
+    assert np.abs(out[eye].astype(int) - image[eye]).max() <= 3 and np.mean(out[eye] == image[eye]) > 0.9
+    assert info["opening_pixels"] == opening.sum() and info["smoothed_pixels"] > 10 * opening.sum()

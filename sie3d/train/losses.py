@@ -5,9 +5,11 @@
   the rest template (at most ``max_neighbours`` neighbours per vertex);
 * ``tv_loss``: total variation of an image or depth map (mean squared neighbour differences);
 * ``mean_scale_loss``: mean Gaussian scale;
-* ``loss_expression_prior``: sum of squares of the blendshape coefficients the target emotion does not
-  use (:data:`EMOTION_BLENDSHAPES`), so the emotion loss reaches its class through that expression's
-  own muscles instead of any pattern the classifier happens to like (a neutral is the rest face).
+* ``loss_expression_prior``: the blendshape coefficients the target emotion does not use held at zero,
+  and those it uses held at least at η × its FACS prototype (:data:`EXPRESSION_PROTOTYPES`), so the
+  emotion loss reaches its class through that expression's own muscles instead of any pattern the
+  classifier happens to like (a neutral is the rest face; a surprise drops the jaw, which fer alone,
+  content with wide eyes, does not ask for, and without which face-api reads fear).
 """
 
 from __future__ import annotations
@@ -76,27 +78,38 @@ def mean_scale_loss(scales: torch.Tensor) -> torch.Tensor:
     return scales.mean()
 
 
-#: the built-in head's blendshapes each emotion may use (a coarse reading of FACS prototypes)
-EMOTION_BLENDSHAPES = {
-    "happy": ("smile", "mouth_open"),
-    "sad": ("frown", "brow_raise", "lips_pressed"),
-    "angry": ("brow_furrow", "lips_pressed", "frown", "eyes_wide"),
-    "fear": ("brow_raise", "eyes_wide", "mouth_open"),
-    "surprise": ("brow_raise", "eyes_wide", "mouth_open"),
-    "disgust": ("brow_furrow", "frown", "lips_pressed"),
-    "neutral": (),
+#: Ekman & Friesen's prototypes (FACS action units) read onto the built-in head's blendshapes, at full
+#: intensity: happy AU6+12(+25), sad AU1+4+15, angry AU4+5+7+23, fear AU1+2+4+5+20+26, surprise
+#: AU1+2+5+26, disgust AU9+15+16 (the head has no nose wrinkle or lip stretch: the nearest shapes stand in)
+EXPRESSION_PROTOTYPES: dict[str, dict[str, float]] = {
+    "happy": {"smile": 1.0, "mouth_open": 0.2},
+    "sad": {"frown": 0.8, "brow_raise": 0.3, "lips_pressed": 0.3},
+    "angry": {"brow_furrow": 1.0, "lips_pressed": 0.7, "eyes_wide": 0.3, "frown": 0.2},
+    "fear": {"brow_raise": 0.7, "eyes_wide": 1.0, "mouth_open": 0.4},
+    "surprise": {"brow_raise": 1.0, "eyes_wide": 0.6, "mouth_open": 0.8},
+    "disgust": {"frown": 0.6, "brow_furrow": 0.6, "lips_pressed": 0.3},
+    "neutral": {},
 }
 
 
-def expression_prior_mask(names: list[str], emotion: str) -> torch.Tensor:
-    """``[K]`` bool: the coefficients ``emotion`` does not use (all of them for neutral). A template
-    whose blendshapes are not the built-in head's gets an all-False mask (no prior)."""
-    if not set(names) & {n for used in EMOTION_BLENDSHAPES.values() for n in used}:
-        return torch.zeros(len(names), dtype=torch.bool)
-    used = EMOTION_BLENDSHAPES.get(emotion, ())
-    return torch.tensor([n not in used for n in names], dtype=torch.bool)
+def expression_prior_target(names: list[str], emotion: str, eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`loss_expression_prior` holds the coefficients to for ``emotion`` at intensity ``eta``.
+
+    Returns:
+        ``target`` ``[K]`` (η × the prototype's weight, 0 where the emotion does not use a blendshape)
+        and ``used`` ``[K]`` bool. A template whose blendshapes are not the built-in head's gets an
+        all-zero target and an all-True ``used`` (no prior: nothing is below a zero floor in [0, 1]).
+    """
+    known = {n for prototype in EXPRESSION_PROTOTYPES.values() for n in prototype}
+    if not set(names) & known:
+        return torch.zeros(len(names)), torch.ones(len(names), dtype=torch.bool)
+    prototype = EXPRESSION_PROTOTYPES.get(emotion, {}) if eta > 0 else {}  # η = 0 is the neutral face
+    target = torch.tensor([eta * prototype.get(n, 0.0) for n in names])
+    return target, torch.tensor([n in prototype for n in names], dtype=torch.bool)
 
 
-def loss_expression_prior(coefficients: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """sum over the masked k of coefficients[k]² (``[K]``, ``[K]`` bool); 0 when none is masked."""
-    return (coefficients * mask.to(coefficients.dtype)).square().sum()
+def loss_expression_prior(coefficients: torch.Tensor, target: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+    """Σ over unused k of c_k² + Σ over used k of max(target_k − c_k, 0)² (all ``[K]``; ``used`` bool)."""
+    used = used.to(coefficients.dtype)
+    below = (target.to(coefficients) - coefficients).clamp_min(0.0)
+    return ((1 - used) * coefficients.square() + used * below.square()).sum()

