@@ -75,6 +75,41 @@ def _face_report(image: np.ndarray, photo_descriptor: np.ndarray, classifiers: d
     return report
 
 
+def view_faces(images: np.ndarray, azimuths: Sequence[float]) -> list[dict[str, Any]]:
+    """Whether each ``[T, H, W, 3]`` uint8 view shows a face: dlib's HOG (the detector the photo went
+    through) and YuNet (held out; it still finds faces turned ~70° away). Per view: ``azimuth``
+    (degrees), ``dlib`` (bool), ``yunet`` (the best score, or None)."""
+    report = []
+    for image, azimuth in zip(images, azimuths):
+        yunet = detect_faces(image, "yunet")
+        report.append({"azimuth": float(azimuth), "dlib": bool(detect_faces(image, "dlib", landmarks=False)),
+                       "yunet": max(f.score for f in yunet) if yunet else None})
+    return report
+
+
+def back_of_head_colour(image: np.ndarray, colours: dict[str, Any]) -> dict[str, Any]:
+    """The back view's head colour against the photo's hair and skin colours.
+
+    ``image``: ``[H, W, 3]`` uint8 render from behind on white; the head is the upper 40 % of the
+    non-white silhouette (the neck below is skin on every head). ``colours``: the person fit's
+    ``{"skin": [3], "hair": [3] or None}`` in [0, 1] (empty without ``models.person_colours``).
+
+    Returns:
+        ``{"colour": [3] median in [0, 1], "to_hair": RGB distance (0-255 units) or None, "to_skin": ...}``.
+    """
+    silhouette = (image.astype(np.int32).sum(-1) < 3 * 245)
+    rows = np.nonzero(silhouette.any(1))[0]
+    if not len(rows):
+        return {"colour": None, "to_hair": None, "to_skin": None}
+    top = rows[0] + int(0.4 * (rows[-1] - rows[0] + 1))
+    colour = np.median(image[:top][silhouette[:top]], axis=0) / 255.0
+
+    def distance(reference) -> float | None:
+        return None if reference is None else float(255 * np.linalg.norm(colour - np.asarray(reference)))
+
+    return {"colour": colour.tolist(), "to_hair": distance(colours.get("hair")), "to_skin": distance(colours.get("skin"))}
+
+
 @torch.no_grad()
 def _emotion_readings(image: np.ndarray, face_box, classifiers: dict[str, Any], device: torch.device,
                       margin: float) -> dict[str, dict[str, float]]:
@@ -119,8 +154,10 @@ def write_outputs(trainer: AvatarTrainer, run: RunDir, prepared: PreparedSubject
     save_image(frontal, out / "frontal.png")
     save_image(frontal_photo, out / "frontal_photo_expression.png")
     azimuths = np.linspace(-180.0, 180.0, config.eval.n_views, endpoint=False) + 180.0 / config.eval.n_views
-    for i, image in enumerate(render_views(final, azimuths, EVAL_RESOLUTION, cams, backend=backend)):
+    views = render_views(final, azimuths, EVAL_RESOLUTION, cams, backend=backend)
+    for i, image in enumerate(views):
         save_image(image, out / "views" / f"view_{i:03d}.png")
+    back = render_views(final, [180.0], EVAL_RESOLUTION, cams, backend=backend)[0]
     save_image(view_grid(final, resolution=EVAL_RESOLUTION // 2, camera_cfg=cams, backend=backend), out / "views.png")
     frames = render_turntable(final, config.eval.turntable_frames, EVAL_RESOLUTION // 2, cams, backend=backend)
     save_turntable(frames, out / "turntable.mp4")
@@ -154,6 +191,8 @@ def write_outputs(trainer: AvatarTrainer, run: RunDir, prepared: PreparedSubject
         "photo_expression_coefficients": dict(zip(trainer.template.expression_names,
                                                   (float(c) for c in trainer.photo_expression.cpu()))),
         "frontal_photo_expression": _face_report(frontal_photo, photo_descriptor, classifiers, device, margin),
+        "views": view_faces(views, azimuths),
+        "back_of_head": back_of_head_colour(back, prepared.person.get("colours", {})),
         "classifiers_missing": missing,
         "seconds_per_iteration": float(np.mean(iteration_times)) if iteration_times else None,
         "wall_seconds": wall_seconds,

@@ -77,7 +77,16 @@ def test_haar_agrees_with_dlib_on_the_astronaut(astronaut):
     assert iou(faces[0].box, ASTRONAUT_FACE) > 0.6
 
 
-@pytest.mark.parametrize("backend", ["dlib", "haar"])
+def test_yunet_agrees_with_dlib_and_skips_the_suit(astronaut):
+    faces = detect_faces(astronaut, "yunet")
+    assert len(faces) == 1 and faces[0].backend == "yunet" and faces[0].score > 0.9  # not the suit
+    assert iou(faces[0].box, ASTRONAUT_FACE) > 0.6
+    left_eye, right_eye, nose, mouth_left, mouth_right = faces[0].landmarks
+    assert left_eye[0] < nose[0] < right_eye[0] and mouth_left[0] < mouth_right[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(mouth_left[1], mouth_right[1])
+
+
+@pytest.mark.parametrize("backend", ["dlib", "haar", "yunet"])
 def test_no_face_gives_an_empty_list_and_a_clear_error(backend):
     blank = np.full((200, 200, 3), 128, np.uint8)
     faces = detect_faces(blank, backend)

