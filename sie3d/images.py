@@ -134,3 +134,28 @@ def check_rgb_uint8(image: np.ndarray, what: str = "image") -> np.ndarray:
         raise ImageError(f"{what} must be uint8 in [0, 255]; got {image.dtype} "
                          "(for floats in [0, 1] use (x * 255).round().astype(np.uint8))")
     return np.ascontiguousarray(image)
+
+
+#: public-domain portraits that ship offline: scikit-image's astronaut and the official White House
+#: photographs of the weights registry's ``portrait-*`` entries (``sie3d weights download --offline-set``)
+SAMPLE_PORTRAITS = ("astronaut", "obama", "biden")
+
+
+def sample_portrait(name: str) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB of one of :data:`SAMPLE_PORTRAITS` (each smiles; each one person), as
+    :func:`load_photo` reads it (downscaled to ``MAX_SIDE``, without the warning).
+
+    Raises:
+        KeyError: an unknown name; sie3d.weights.ModelNotAvailable: the portrait is not fetched yet.
+    """
+    if name not in SAMPLE_PORTRAITS:
+        raise KeyError(f"unknown sample portrait '{name}'; choose one of {', '.join(SAMPLE_PORTRAITS)}")
+    if name == "astronaut":
+        import skimage.data
+
+        return skimage.data.astronaut()
+    from .weights import model_path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PhotoWarning)
+        return load_photo(model_path(f"portrait-{name}"))

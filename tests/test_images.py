@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -100,3 +101,24 @@ def test_check_rgb_uint8_names_the_fix():
         check_rgb_uint8(np.zeros((10, 10), np.uint8))
     with pytest.raises(ImageError, match=r"astype\(np.uint8\)"):
         check_rgb_uint8(np.zeros((10, 10, 3), np.float32))
+
+
+@pytest.mark.parametrize("name", ["astronaut", "obama", "biden"])
+def test_sample_portraits_hold_one_face(name):
+    from sie3d.face.detect import detect_faces
+    from sie3d.images import sample_portrait
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PhotoWarning)  # biden.jpg is 970 x 2204: downscaled quietly
+        photo = sample_portrait(name)
+    assert photo.dtype == np.uint8 and photo.ndim == 3 and photo.shape[2] == 3
+    faces = detect_faces(photo, "yunet")
+    assert len(faces) == 1 and faces[0].box[2] - faces[0].box[0] > 80  # one person, a face large enough
+
+
+def test_unknown_sample_portrait_names_the_choices():
+    from sie3d.images import sample_portrait
+
+    with pytest.raises(KeyError, match="choose one of astronaut, obama, biden"):
+        sample_portrait("mona_lisa")
+

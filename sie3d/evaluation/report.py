@@ -94,6 +94,51 @@ def run_table(runs: Mapping[str, Run]) -> str:
     return markdown_table(headers, [[label, *_report_cells(r, classifiers)] for label, r in zip(labels, reports)])
 
 
+def views_table(runs: Mapping[str, Run]) -> str:
+    """Markdown: per run, whether each view shows a face to dlib's HOG and to YuNet (held out; its score),
+    and the back of the head's colour distance (0-255 RGB units) to the photo's hair and skin.
+
+    Runs whose summary predates these fields show empty cells.
+    """
+    azimuths = sorted({v["azimuth"] for _, summary in runs.values() for v in summary.get("views", [])},
+                      key=lambda a: (abs(a), a))
+    headers = ["run", *(f"{a:+.1f}°" for a in azimuths), "back: to hair", "back: to skin"]
+    rows = []
+    for name, (_, summary) in runs.items():
+        views = {v["azimuth"]: v for v in summary.get("views", [])}
+        cells = []
+        for azimuth in azimuths:
+            view = views.get(azimuth)
+            if view is None:
+                cells.append("")
+                continue
+            yunet = f"YuNet {view['yunet']:.2f}" if view["yunet"] else "YuNet –"
+            cells.append(("dlib ✓, " if view["dlib"] else "dlib –, ") + yunet)
+        back = summary.get("back_of_head", {})
+        rows.append([name.replace("_", " "), *cells, fmt(back.get("to_hair"), 0), fmt(back.get("to_skin"), 0)])
+    return markdown_table(headers, rows)
+
+
+def judges_table(runs: Mapping[str, Run]) -> str:
+    """Markdown, one row per run (any person): target, dlib distance to its photo, the top class of the
+    loss classifier (fer) and of the held-out one (face-api) on the final render (✓: the target), the
+    views YuNet finds a face in, and the back of the head's distance to the photo's hair and skin."""
+    rows = []
+    for name, (_, summary) in runs.items():
+        final, target = summary["frontal"], summary.get("expression_class", summary["expression"])
+        cells = []
+        for judge in ("emotion_fer", "emotion_faceapi"):
+            probs = final.get(judge)
+            top = max(probs, key=probs.get) if probs else None
+            cells.append("" if top is None else f"{top} {probs[top]:.2f}" + (" ✓" if top == target else ""))
+        seen = [f"{v['azimuth']:+.1f}°" for v in summary.get("views", []) if v["yunet"]]
+        back = summary.get("back_of_head", {})
+        rows.append([name.replace("_", " "), target, fmt(final.get("dlib_distance")), *cells, ", ".join(seen),
+                     f"{fmt(back.get('to_hair'), 0)} / {fmt(back.get('to_skin'), 0)}"])
+    return markdown_table(["run", "target", "dlib distance", "fer (loss)", "face-api (held out)",
+                           "YuNet finds a face at", "back: to hair / to skin"], rows)
+
+
 @dataclass(frozen=True)
 class LandmarkCheck:
     """One expected move of one run: ``before`` (render at the photo's expression) → ``after`` (final)."""
@@ -337,6 +382,18 @@ def generation_highlights(runs: Mapping[str, Run]) -> list[str]:
             moves.append(f"{name} {p[0]:.2f} → **{p[1]:.2f}**")
     if moves:
         lines.append("fer's p(target), avatar at the photo's expression → final: " + "; ".join(moves))
+    held_out = []
+    for name, (_, s) in runs.items():
+        probs = s["frontal"].get("emotion_faceapi")
+        if probs:
+            top = max(probs, key=probs.get)
+            held_out.append(f"{name} **{top}** {probs[top]:.2f}" + (" ✓" if top == s.get("expression_class") else ""))
+    if held_out:
+        lines.append("held-out judge (face-api), top class of the final render: " + "; ".join(held_out))
+    turned = [s for s in summaries if s.get("views")]
+    if turned:
+        seen = sum(any(v["yunet"] for v in s["views"] if abs(abs(v["azimuth"]) - 67.5) < 1) for s in turned)
+        lines.append(f"a face at ±67.5° for YuNet (held out) in **{seen} of {len(turned)}** avatars")
     return lines
 
 
