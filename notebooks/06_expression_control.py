@@ -22,9 +22,10 @@
 #   similarity instead (`sie3d.diffusion.expression_match`). `summary.json` records the mapping.
 # * **Intensity sweeps.** `--intensity 0,0.5,1` makes one run per η under `--out`, a strip image and a
 #   video. With real weights η is eq 6's interpolation of the expression embedding. Offline the tiny
-#   random prior cannot carry it, so η acts on the emotion loss instead: its target distribution is
-#   η·onehot(class) + (1 − η)·onehot(neutral), and the cross-entropy is smallest where the classifier
-#   gives the class probability η.
+#   random prior cannot carry it, so η acts on the expression route instead: the target's blendshapes
+#   are held at least at η × its FACS prototype, and the emotion loss's target distribution is
+#   η·onehot(class) + (1 − η)·onehot(neutral), its cross-entropy smallest where the classifier gives
+#   the class probability η.
 # * **Re-posing.** `sie3d animate RUN --to surprise` morphs a finished avatar's blendshape coefficients
 #   towards another expression while the camera orbits (the Gaussians stay bound to the template, so
 #   they follow the mesh).
@@ -140,10 +141,10 @@ display(Markdown(" ".join(
 
 # %% [markdown]
 # Read the curves against the dotted line: on the offline route the loss asks its own classifier (fer)
-# for p = η, and the held-out judge shows whether a person's reading follows. The blendshape
-# coefficients in the table are what actually moved. The photo's own expression stays painted into
-# the colours (the offline route never changes a colour), so a class the photo already shows (the
-# astronaut smiles) is read at every η, and η mostly changes how far the geometry adds to it.
+# for p = η from a face whose target blendshapes start at η × their prototype, and the held-out judge
+# shows whether a person's reading follows. The blendshape coefficients in the table are what actually
+# moved. The colours were painted from the photo with its expression taken out (page 04), so η = 0 is
+# the person's rest face, not the photo's smile.
 
 # %% [markdown]
 # ## Re-posing a finished avatar

@@ -126,3 +126,32 @@ def test_expression_free_appearance_takes_out_teeth_and_folds_and_keeps_the_eyes
     eye = eye.astype(bool)  # the eyes are the person's (the smoothing's feathered edge is a few levels at most)
     assert np.abs(out[eye].astype(int) - image[eye]).max() <= 3 and np.mean(out[eye] == image[eye]) > 0.9
     assert info["opening_pixels"] == opening.sum() and info["smoothed_pixels"] > 10 * opening.sum()
+
+
+@needs_models
+def test_painting_skips_what_the_photo_cannot_see_behind_closed_lips(astronaut_fit):
+    """With the mouth closed, the cavity behind the lips faces the camera but is hidden: it keeps the
+    template's dark colour, while the skin in front of it takes the photo's (a flat green photo here);
+    without the depth test (infinite tolerance) the cavity would turn green too."""
+    from dataclasses import replace
+
+    from sie3d.avatar.gaussians import MeshGaussians
+    from sie3d.avatar.reference_view import paint_from_reference
+
+    config, image, template, fit, _, _ = astronaut_fit
+    closed = replace(fit, coefficients=torch.zeros_like(fit.coefficients))
+    green = np.zeros_like(image)
+    green[..., 1] = 255
+    cavity_vertex = (template.init_colors - torch.tensor([0.18, 0.06, 0.07])).abs().sum(-1) < 1e-4
+    camera = frontal_camera(config.cameras, FIT_RESOLUTION)
+    painted = {}
+    for tolerance in (0.06, float("inf")):
+        gaussians = MeshGaussians(template, replace(config.gaussians, subdivisions=0))
+        count = paint_from_reference(gaussians, green, closed, template, camera, occlusion_tolerance=tolerance)
+        colours = torch.sigmoid(gaussians.params["color"].detach())
+        in_cavity = cavity_vertex[template.faces[gaussians.face_ids]].all(-1)
+        painted[tolerance] = (count, int((colours[in_cavity, 1] > 0.9).sum()), int((colours[~in_cavity, 1] > 0.9).sum()))
+    assert cavity_vertex.sum() > 50
+    (count, cavity_green, skin_green), (count_all, cavity_green_all, _) = painted[0.06], painted[float("inf")]
+    assert cavity_green == 0 < cavity_green_all  # the depth test is what keeps the cavity dark
+    assert skin_green > 1000 and count_all - count < 0.1 * count_all  # and it spares the visible face

@@ -151,7 +151,22 @@ def test_photo_expression_is_fitted_and_the_target_starts_there(tmp_path, repo_r
     assert math.isfinite(trainer.step(0)["loss_total"])
 
 
-def test_expression_prior_holds_unused_blendshapes_at_zero_and_used_ones_at_the_prototype():
+def test_a_step_lifts_the_target_blendshapes_to_their_prototype_floor(tmp_path, repo_root_module, subject):
+    from sie3d.train.losses import EXPRESSION_PROTOTYPES
+
+    trainer = _trainer(repo_root_module, subject, tmp_path, ["conditioning.expression=surprise",
+                                                             "conditioning.eta_expr=0.5"])
+    names = trainer.template.expression_names
+    start = dict(zip(names, trainer.expression.detach().tolist()))
+    assert start["mouth_open"] < 0.5 * EXPRESSION_PROTOTYPES["surprise"]["mouth_open"]  # the photo smiles
+    trainer.step(0)
+    after = dict(zip(names, trainer.expression.detach().tolist()))
+    for name, weight in EXPRESSION_PROTOTYPES["surprise"].items():
+        assert after[name] >= 0.5 * weight - 1e-6, name
+    assert after["smile"] < start["smile"]  # unused by surprise: pulled toward zero, not floored
+
+
+def test_expression_prior_pulls_unused_blendshapes_to_zero_and_floors_used_ones_at_the_prototype():
     from sie3d.avatar.template import BUILTIN_EXPRESSIONS
     from sie3d.train.losses import EXPRESSION_PROTOTYPES, expression_prior_target, loss_expression_prior
 
@@ -165,12 +180,11 @@ def test_expression_prior_holds_unused_blendshapes_at_zero_and_used_ones_at_the_
     for prototype in EXPRESSION_PROTOTYPES.values():
         assert set(prototype) <= set(names) and all(0 < w <= 1 for w in prototype.values())
     _, used = expression_prior_target(["exp_0", "exp_1"], "neutral")  # not the built-in head: no prior
-    assert float(loss_expression_prior(torch.tensor([0.7, 0.2]), torch.zeros(2), used)) == 0.0
+    assert float(loss_expression_prior(torch.tensor([0.7, 0.2]), used)) == 0.0
 
-    # by hand: smile² + frown² (unused) + (0.4 − 0.2)² (mouth below its floor); brow above its floor is free
+    # by hand: smile² + frown² (unused by surprise); mouth, brows and eyes are free of the loss
     coefficients = torch.tensor([1.0, 0.5, 0.2, 0.0, 0.9, 0.0, 0.3], requires_grad=True)
-    target, used = expression_prior_target(names, "surprise", 0.5)
-    value = loss_expression_prior(coefficients, target, used)
-    assert float(value.detach()) == pytest.approx(1.0 + 0.25 + 0.04)
+    value = loss_expression_prior(coefficients, expression_prior_target(names, "surprise", 0.5)[1])
+    assert float(value.detach()) == pytest.approx(1.0 + 0.25)
     value.backward()
-    assert torch.allclose(coefficients.grad, torch.tensor([2.0, 1.0, -0.4, 0.0, 0.0, 0.0, 0.0]))
+    assert torch.allclose(coefficients.grad, torch.tensor([2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]))

@@ -91,28 +91,40 @@ def reference_view_loss(rgb: torch.Tensor, reference: ReferenceView) -> torch.Te
 
 @torch.no_grad()
 def paint_from_reference(gaussians, photo: np.ndarray, fit: ExpressionFit, template, camera: Cameras,
-                         min_facing: float = 0.3) -> int:
+                         min_facing: float = 0.3, occlusion_tolerance: float = 0.06, backend: str = "auto") -> int:
     """Initialise the colours of the Gaussians that the frontal camera sees inside the face region
     from the aligned photo (bilinear lookup at their projected centres on the mesh deformed by the
     photo's expression); ``camera`` is a frontal camera, the larger the finer the lookup.
 
     Only Gaussians whose face normal points towards the camera (cosine > ``min_facing``) are painted,
-    so the photo is not smeared over the sides of the head. Returns how many were painted.
+    so the photo is not smeared over the sides of the head, and only those in front: a Gaussian more
+    than ``occlusion_tolerance`` (world units) behind the first surface at its pixel (the depth of an
+    opaque render of the same Gaussians) is hidden in the photo, e.g. the mouth cavity behind closed
+    lips, which would otherwise carry the lips' colour into a mouth the geometry later opens.
+    Returns how many were painted.
     """
+    from ..render.renderer import render
+    from ..render.splats import Splats
+
     device = gaussians.params["color"].device
     camera = camera.to(device)
     reference = align_reference_view(photo, fit, template, camera)
     vertices = template.deform(fit.coefficients.to(device))
-    means = gaussians.to_world(vertices).means
+    splats = gaussians.to_world(vertices)
+    means = splats.means
     uv = project_points(means, camera)[0]  # [N, 2] pixels
     to_camera = F.normalize(camera.centers[0] - means, dim=-1)
     facing = (gaussians.normals(vertices) * to_camera).sum(-1) > min_facing
+    opaque = Splats(means, splats.quats, splats.scales, torch.full_like(splats.opacities, 0.99), splats.colors)
+    surface = render(opaque, camera, torch.ones(3, device=device), backend=backend).depth[0].permute(2, 0, 1)[None]
     size = torch.tensor([camera.width, camera.height], device=device, dtype=uv.dtype)
     grid = (uv / size * 2 - 1)[None, None]  # [1, 1, N, 2] for grid_sample (align_corners=False)
     image = reference.image.to(device).permute(2, 0, 1)[None]
     mask = reference.mask.to(device).permute(2, 0, 1)[None]
     colors = F.grid_sample(image, grid, align_corners=False)[0, :, 0].T  # [N, 3]
     inside = F.grid_sample(mask, grid, mode="nearest", align_corners=False)[0, 0, 0] > 0.5
-    paint = facing & inside
+    depth = (means @ camera.viewmats[0, :3, :3].T + camera.viewmats[0, :3, 3])[:, 2]
+    front = depth <= F.grid_sample(surface, grid, mode="nearest", align_corners=False)[0, 0, 0] + occlusion_tolerance
+    paint = facing & inside & front
     gaussians.params["color"].data[paint] = torch.logit(colors.clamp(1e-3, 1 - 1e-3))[paint]
     return int(paint.sum())

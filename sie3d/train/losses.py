@@ -5,11 +5,12 @@
   the rest template (at most ``max_neighbours`` neighbours per vertex);
 * ``tv_loss``: total variation of an image or depth map (mean squared neighbour differences);
 * ``mean_scale_loss``: mean Gaussian scale;
-* ``loss_expression_prior``: the blendshape coefficients the target emotion does not use held at zero,
-  and those it uses held at least at η × its FACS prototype (:data:`EXPRESSION_PROTOTYPES`), so the
-  emotion loss reaches its class through that expression's own muscles instead of any pattern the
-  classifier happens to like (a neutral is the rest face; a surprise drops the jaw, which fer alone,
-  content with wide eyes, does not ask for, and without which face-api reads fear).
+* ``loss_expression_prior``: the blendshape coefficients the target emotion does not use pulled to zero
+  (those it uses are held at least at η × its FACS prototype, :data:`EXPRESSION_PROTOTYPES`, by the
+  trainer's projection), so the emotion loss reaches its class through that expression's own muscles
+  instead of any pattern the classifier happens to like (a neutral is the rest face; a surprise drops
+  the jaw, which fer alone, content with wide eyes, does not ask for, and without which face-api reads
+  fear).
 """
 
 from __future__ import annotations
@@ -93,12 +94,12 @@ EXPRESSION_PROTOTYPES: dict[str, dict[str, float]] = {
 
 
 def expression_prior_target(names: list[str], emotion: str, eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """What :func:`loss_expression_prior` holds the coefficients to for ``emotion`` at intensity ``eta``.
+    """The expression prior for ``emotion`` at intensity ``eta``.
 
     Returns:
-        ``target`` ``[K]`` (η × the prototype's weight, 0 where the emotion does not use a blendshape)
+        ``floor`` ``[K]`` (η × the prototype's weight, 0 where the emotion does not use a blendshape)
         and ``used`` ``[K]`` bool. A template whose blendshapes are not the built-in head's gets an
-        all-zero target and an all-True ``used`` (no prior: nothing is below a zero floor in [0, 1]).
+        all-zero floor and an all-True ``used`` (no prior).
     """
     known = {n for prototype in EXPRESSION_PROTOTYPES.values() for n in prototype}
     if not set(names) & known:
@@ -108,8 +109,7 @@ def expression_prior_target(names: list[str], emotion: str, eta: float = 1.0) ->
     return target, torch.tensor([n in prototype for n in names], dtype=torch.bool)
 
 
-def loss_expression_prior(coefficients: torch.Tensor, target: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
-    """Σ over unused k of c_k² + Σ over used k of max(target_k − c_k, 0)² (all ``[K]``; ``used`` bool)."""
-    used = used.to(coefficients.dtype)
-    below = (target.to(coefficients) - coefficients).clamp_min(0.0)
-    return ((1 - used) * coefficients.square() + used * below.square()).sum()
+def loss_expression_prior(coefficients: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+    """Σ over the unused k of c_k² (``[K]``, ``used`` ``[K]`` bool); the used ones are held at their floor
+    by projection after each step (:meth:`sie3d.train.trainer.AvatarTrainer`), not by this term."""
+    return ((~used).to(coefficients.dtype) * coefficients.square()).sum()

@@ -11,8 +11,8 @@ Two expression routes (``loss.emotion_moves``):
 * ``expression`` (the offline preset): the emotion loss moves only the template's blendshape
   coefficients; colours are fitted by the reference-view loss at the photo's own expression
   (its fitted coefficients) and no other loss moves the coefficients but ``loss_expression_prior``, which
-  keeps those the target emotion does not use at zero (all of them for neutral) and those it uses at
-  least at η × its FACS prototype. An emotion loss that may move colours
+  pulls those the target emotion does not use to zero (all of them for neutral); those it uses are
+  projected to at least η × its FACS prototype after every step. An emotion loss that may move colours
   fools the classifier without changing what a person sees. Here the intensity η acts on the loss:
   its target is η·onehot(class) + (1 − η)·onehot(neutral) (:func:`~sie3d.face.expression_text.intensity_target`).
 
@@ -118,7 +118,7 @@ class AvatarTrainer:
             self.conditioning = build_conditioning(prior, identity, config.conditioning)
             self.guidance = make_guidance(prior, config.guidance, config.conditioning)
 
-        self.classifier = None
+        self.classifier = self.prior_floor = None
         if loss_cfg.lambda_emotion > 0:
             self.classifier = load_emotion_classifier(config.models.emotion_loss_classifier, device)
             self.target_emotion = emotion_index(emotion_class(config.conditioning))
@@ -126,13 +126,16 @@ class AvatarTrainer:
             # distribution is η·onehot(class) + (1 − η)·onehot(neutral); the paper's route keeps eq 8's one-hot
             eta = config.conditioning.eta_expr if loss_cfg.emotion_moves == "expression" else 1.0
             self.emotion_target = intensity_target(self.target_emotion, eta).to(device)  # [7]
-            # the target's own expression at least at η × its FACS prototype, every other blendshape at zero
-            self.prior_target, self.prior_used = (t.to(device) for t in expression_prior_target(
+            # the target's own expression at least at η × its FACS prototype (a projection after each
+            # step: fer alone may undo a jaw drop), every other blendshape pulled to zero by the loss
+            floor, self.prior_used = (t.to(device) for t in expression_prior_target(
                 self.template.expression_names, EMOTIONS[self.target_emotion], eta))
+            if loss_cfg.lambda_expression_prior > 0:
+                self.prior_floor = floor
         self.reference = prepared.reference
         if prepared.fit is not None:  # appearance from the photo at its own expression; the target starts there
             paint_from_reference(self.gaussians, prepared.appearance, prepared.fit, self.template,
-                                 frontal_camera(config.cameras, FIT_RESOLUTION))
+                                 frontal_camera(config.cameras, FIT_RESOLUTION), backend=config.render.backend)
             with torch.no_grad():
                 self.expression.copy_(prepared.photo_expression)
         self.photo_expression = prepared.photo_expression
@@ -225,7 +228,7 @@ class AvatarTrainer:
             timings["reference"] = time.perf_counter() - tick
 
         if self.classifier is not None and cfg.loss.lambda_expression_prior > 0:
-            losses["expression_prior"] = loss_expression_prior(self.expression, self.prior_target, self.prior_used)
+            losses["expression_prior"] = loss_expression_prior(self.expression, self.prior_used)
         if self.classifier is not None and iteration % cfg.train.emotion_every == 0:
             tick = time.perf_counter()
             emotion_splats = self.gaussians.to_world(self.expression_vertices(self.expression))
@@ -305,6 +308,8 @@ class AvatarTrainer:
         self.optimizer.step()
         with torch.no_grad():
             self.expression.clamp_(0.0, 1.0)  # blendshapes are designed for [0, 1]
+            if self.prior_floor is not None:
+                torch.maximum(self.expression, self.prior_floor, out=self.expression)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         if not all(torch.isfinite(p).all() for p in params):
             self._restore(snapshot)
