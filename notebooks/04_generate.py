@@ -256,7 +256,11 @@ display(HTML(report.turntables_html(runs)))
 # The same preset on the other public-domain portraits that ship offline (official White House
 # photographs; `sie3d weights list` names them), each smiling in its photo and each made neutral and
 # surprised. The table reads every final render with both classifiers (✓: top class = target) and
-# with YuNet for faces in the side views; the gallery shows each photo and its two avatars.
+# with YuNet for faces in the side views; the gallery shows each photo and its two avatars. The
+# held-out judge's reading of the photo itself is the baseline to read the avatars against: a judge
+# that calls a person's real smiling photo "sad" (as face-api does on one of them) is not a judge
+# whose "neutral" that person's avatar can be expected to reach. Three people, one seed: examples,
+# not statistics.
 
 # %% tags=["hide-input"]
 if people_runs:

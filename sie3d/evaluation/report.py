@@ -120,23 +120,25 @@ def views_table(runs: Mapping[str, Run]) -> str:
 
 
 def judges_table(runs: Mapping[str, Run]) -> str:
-    """Markdown, one row per run (any person): target, dlib distance to its photo, the top class of the
-    loss classifier (fer) and of the held-out one (face-api) on the final render (✓: the target), the
-    views YuNet finds a face in, and the back of the head's distance to the photo's hair and skin."""
+    """Markdown, one row per run (any person): target, the held-out classifier (face-api) on the photo
+    itself, dlib distance to the photo, the top class of the loss classifier (fer) and of the held-out
+    one on the final render (✓: the target), the views YuNet finds a face in, and the back of the
+    head's distance to the photo's hair and skin."""
     rows = []
     for name, (_, summary) in runs.items():
         final, target = summary["frontal"], summary.get("expression_class", summary["expression"])
-        cells = []
+        photo = summary["photo"].get("emotion_faceapi")
+        cells = [f"{max(photo, key=photo.get)} {max(photo.values()):.2f}" if photo else ""]
         for judge in ("emotion_fer", "emotion_faceapi"):
             probs = final.get(judge)
             top = max(probs, key=probs.get) if probs else None
             cells.append("" if top is None else f"{top} {probs[top]:.2f}" + (" ✓" if top == target else ""))
         seen = [f"{v['azimuth']:+.1f}°" for v in summary.get("views", []) if v["yunet"]]
         back = summary.get("back_of_head", {})
-        rows.append([name.replace("_", " "), target, fmt(final.get("dlib_distance")), *cells, ", ".join(seen),
-                     f"{fmt(back.get('to_hair'), 0)} / {fmt(back.get('to_skin'), 0)}"])
-    return markdown_table(["run", "target", "dlib distance", "fer (loss)", "face-api (held out)",
-                           "YuNet finds a face at", "back: to hair / to skin"], rows)
+        rows.append([name.replace("_", " "), target, cells[0], fmt(final.get("dlib_distance")), *cells[1:],
+                     ", ".join(seen), f"{fmt(back.get('to_hair'), 0)} / {fmt(back.get('to_skin'), 0)}"])
+    return markdown_table(["run", "target", "face-api on the photo", "dlib distance", "fer (loss)",
+                           "face-api (held out)", "YuNet finds a face at", "back: to hair / to skin"], rows)
 
 
 @dataclass(frozen=True)
