@@ -108,7 +108,7 @@ for name, version in package_versions().items():
 # | 01 embedding composition | $c_{default}$ with ArcFace injection, the view / expression / accessory blends (eq 2, 4, 5), intensity paths (eq 6), paper vs released-code hierarchy, cosine-similarity matrices |
 # | 02 interval score matching | ISM vs SDS on a 2D image under the same prior; the DDIM inversion trajectory $x_0 → x_s → x_t$; loss and gradient norm against iteration and $t$ |
 # | 03 emotion loss | the emotion classifiers on a real portrait, the differentiable face crop, the loss landscape, optimising an image toward "neutral" and "sad" |
-# | 04 generate | photo → avatar for two expressions and an accessory: loss curves, view grids, turntables, identity and expression numbers |
+# | 04 generate | photo → avatar for two expressions (and two more portraits): the template made like the person, loss curves, view grids, turntables, identity and expression numbers with held-out judges, faces in side views |
 # | 05 evaluation | FID/KID, ID, NPS with a held-out classifier, the ablations beside the paper's tables |
 # | 06 expression control | free text to the loss's class, an intensity sweep judged by the held-out classifier, re-posing a finished avatar |
 #

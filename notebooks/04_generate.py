@@ -15,9 +15,10 @@
 #
 # :::{admonition} On this page
 # :class: note
-# The whole pipeline, `sie3d.generate.generate`, run from the astronaut photo to two expressions and
-# one accessory prompt; each avatar is then measured by models the optimisation never saw (dlib
-# identity, landmarks). From this run:
+# The whole pipeline, `sie3d.generate.generate`, run from the astronaut photo to two expressions (and
+# from two more public-domain portraits); each avatar is then measured by models the optimisation never
+# saw (dlib identity and landmarks, face-api's expression network, YuNet in the side views). From
+# this run:
 #
 # ```{glue:md} highlights
 # :format: myst
@@ -51,7 +52,8 @@ output_dir = "../runs/notebooks/04_generate"
 interactive = False
 photo = ""  # a portrait file; empty: the astronaut photo that scikit-image ships
 expressions = ["neutral", "surprise"]
-accessory = "wearing glasses"  # empty: no accessory run
+accessory = "wearing glasses"  # its conditioning is measured below; empty: skip that section
+accessory_avatar = False  # also build the neutral avatar with the accessory (offline no glasses can appear)
 iterations = 0  # train.iterations of every run; 0: the preset value
 more_people = ["obama", "biden"]  # sample portraits (sie3d.images.SAMPLE_PORTRAITS) also made neutral and surprised
 
@@ -108,7 +110,7 @@ print(f"preset {config.preset}: {config.train.iterations} iterations x batch {co
 
 # %% tags=["hide-input", "remove-stderr"]
 requests = {e: (e, "") for e in expressions}
-if accessory:
+if accessory and accessory_avatar:
     requests["neutral_" + "_".join(accessory.split())] = ("neutral", accessory)
 device = resolve_device(config.run.device)
 if not photo:  # the batch workers read their photos from files
@@ -307,7 +309,7 @@ if accessory:
 
 # %% tags=["hide-input"]
 accessory_run = "neutral_" + "_".join(accessory.split())
-if accessory and "neutral" in runs:
+if accessory_run in runs and "neutral" in runs:
     plain, with_accessory = (load_photo(runs[n][0] / "frontal.png") for n in ("neutral", accessory_run))
     difference = np.abs(plain.astype(float) - with_accessory.astype(float))
     print(f"frontal renders, neutral vs + accessory: mean |difference| {difference.mean():.2f} "
@@ -317,8 +319,9 @@ if accessory and "neutral" in runs:
 
 # %% [markdown]
 # The accessory moves $c_{final}$ further than the change of expression does (its text is blended in
-# with its own weight, eq 5, on top of the expression stage). In the avatar nothing resembling glasses
-# appears: the two runs differ where their optimisation paths parted, mostly at the mouth.
+# with its own weight, eq 5, on top of the expression stage). Offline nothing resembling glasses can
+# appear in the avatar; `accessory_avatar=True` builds it beside the neutral one and shows where the
+# two runs' renders differ (only where their optimisation paths parted).
 #
 # :::{admonition} With a GPU and the real weights: `params/paper.yaml`
 # :class: tip dropdown
