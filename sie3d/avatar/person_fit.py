@@ -31,7 +31,6 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..face.align import similarity_transform
 from ..face.mediapipe_models import FACE_OVAL, INNER_LIPS, LEFT_EYE, NOSE, OUTER_LIPS, RIGHT_EYE
 from .template import HeadTemplate, vertex_normals
 
