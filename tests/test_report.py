@@ -147,12 +147,13 @@ def test_movement_table(tmp_path):
     for name, value in (("full", 10), ("no_emotion_loss", 14)):
         frontals[name] = save_image(np.full((20, 20, 3), value, np.uint8), tmp_path / f"{name}.png")
     summaries = {"full": {"expression_coefficients": {"smile": 0.01, "frown": -0.6, "jaw_open": 0.3},
-                          "frontal": {"emotion_fer": {"neutral": 0.4, "happy": 0.6}}},
+                          "frontal": {"emotion_fer": {"neutral": 0.4, "happy": 0.6},
+                                      "emotion_faceapi": {"neutral": 0.7, "sad": 0.3}}},
                  "no_emotion_loss": {"expression_coefficients": {"smile": 0.02},
                                      "frontal": {}}}
-    rows = _rows(report.movement_table(frontals, summaries, {}, "fer"))
-    assert rows[0] == ["full", "0.00", "frown -0.60, jaw_open 0.30", "0.400", "happy (0.60)"]
-    assert rows[1] == ["no_emotion_loss", "4.00", "all < 0.05", "n/a", "no face"]
+    rows = _rows(report.movement_table(frontals, summaries, {}, ["fer", "faceapi"]))
+    assert rows[0] == ["full", "0.00", "frown -0.60, jaw_open 0.30", "0.400", "happy (0.60)", "0.700", "neutral (0.70)"]
+    assert rows[1] == ["no_emotion_loss", "4.00", "all < 0.05", "n/a", "no face", "n/a", "no face"]
 
 
 def test_gallery_rows(tmp_path):

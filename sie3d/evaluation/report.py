@@ -333,23 +333,27 @@ def ablation_gallery(photo: np.ndarray, run_renders: Mapping[str, Sequence[Path]
 
 
 def movement_table(frontals: Mapping[str, Path], summaries: Mapping[str, Mapping[str, Any]],
-                   labels: Mapping[str, str], classifier: str, reference: str = "full") -> str:
+                   labels: Mapping[str, str], classifiers: Sequence[str], reference: str = "full") -> str:
     """Markdown: per ablation, the mean |pixel difference| (0-255) of its frontal render to the
-    ``reference`` run's, its three largest blendshape coefficients (≥ 0.05), and the classifier's
+    ``reference`` run's, its three largest blendshape coefficients (≥ 0.05), and each classifier's
     p_neutral and top class on the frontal render (from ``summary.json``)."""
     base = _image(frontals[reference]).astype(np.float64)
     rows = []
     for ablation, path in frontals.items():
         summary = summaries[ablation]
         coefficients = sorted(summary["expression_coefficients"].items(), key=lambda kv: -abs(kv[1]))
-        probs = summary["frontal"].get(f"emotion_{classifier}", {})
-        top = max(probs, key=probs.get) if probs else "no face"
+        cells = []
+        for classifier in classifiers:
+            probs = summary["frontal"].get(f"emotion_{classifier}", {})
+            top = max(probs, key=probs.get) if probs else "no face"
+            cells += [fmt(probs.get("neutral")), f"{top} ({fmt(probs.get(top), 2)})" if probs else top]
         rows.append([labels.get(ablation, ablation),
                      f"{np.abs(_image(path).astype(np.float64) - base).mean():.2f}",
                      ", ".join(f"{n} {v:.2f}" for n, v in coefficients[:3] if abs(v) >= 0.05) or "all < 0.05",
-                     fmt(probs.get("neutral")), f"{top} ({fmt(probs.get(top), 2)})" if probs else top])
+                     *cells])
+    headers = [h for c in classifiers for h in (f"p_neutral ({c})", f"top class ({c})")]
     return markdown_table(["ablation", f"mean abs diff to {reference} (0-255)", "largest blendshape coefficients",
-                           f"p_neutral ({classifier})", f"top class ({classifier})"], rows)
+                           *headers], rows)
 
 
 def group_value(evaluation: Mapping[str, Any], group: str, key: str) -> float | None:
