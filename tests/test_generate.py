@@ -10,6 +10,7 @@ back of the head must be nearer the photo's hair colour than its skin.
 import json
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 from skimage.data import astronaut
 
@@ -59,3 +60,26 @@ def test_generate_changes_the_expression_and_keeps_the_identity(tmp_path, photo,
     assert not any(views[a]["yunet"] for a in (-157.5, 157.5))  # no face on the back of the head
     back = summary["back_of_head"]
     assert back["to_hair"] < back["to_skin"]
+
+
+def test_back_of_head_colour_reads_the_top_of_the_silhouette():
+    from sie3d.generate import back_of_head_colour
+
+    image = np.full((100, 60, 3), 255, np.uint8)
+    image[10:50, 10:50] = (90, 60, 30)  # hair over the upper part of the head
+    image[50:90, 20:40] = (220, 180, 160)  # neck and skin below
+    hair, skin = np.array([90, 60, 30]) / 255, np.array([220, 180, 160]) / 255
+    back = back_of_head_colour(image, {"hair": hair.tolist(), "skin": skin.tolist()})
+    assert np.allclose(back["colour"], hair) and back["to_hair"] < 1e-6
+    assert back["to_skin"] == pytest.approx(np.linalg.norm([130, 120, 130]))
+    assert back_of_head_colour(image, {})["to_hair"] is None  # no person colours: nothing to compare
+    assert back_of_head_colour(np.full((10, 10, 3), 255, np.uint8), {})["colour"] is None  # nothing rendered
+
+
+def test_view_faces_finds_the_photo_face_and_nothing_on_a_blank_view():
+    from sie3d.generate import view_faces
+
+    views = np.stack([astronaut()[:256, 100:356], np.full((256, 256, 3), 255, np.uint8)])
+    face, blank = view_faces(views, [-22.5, 180.0])
+    assert face["azimuth"] == -22.5 and face["dlib"] and face["yunet"] > 0.8
+    assert blank == {"azimuth": 180.0, "dlib": False, "yunet": None}
