@@ -152,7 +152,7 @@ def test_photo_expression_is_fitted_and_the_target_starts_there(tmp_path, repo_r
 
 
 def test_a_step_lifts_the_target_blendshapes_to_their_prototype_floor(tmp_path, repo_root_module, subject):
-    from sie3d.train.losses import EXPRESSION_PROTOTYPES
+    from sie3d.avatar.template import EXPRESSION_PROTOTYPES
 
     trainer = _trainer(repo_root_module, subject, tmp_path, ["conditioning.expression=surprise",
                                                              "conditioning.eta_expr=0.5"])
@@ -168,7 +168,8 @@ def test_a_step_lifts_the_target_blendshapes_to_their_prototype_floor(tmp_path, 
 
 def test_expression_prior_pulls_unused_blendshapes_to_zero_and_floors_used_ones_at_the_prototype():
     from sie3d.avatar.template import BUILTIN_EXPRESSIONS
-    from sie3d.train.losses import EXPRESSION_PROTOTYPES, expression_prior_target, loss_expression_prior
+    from sie3d.avatar.template import EXPRESSION_PROTOTYPES
+    from sie3d.train.losses import expression_prior_target, loss_expression_prior
 
     names = list(BUILTIN_EXPRESSIONS)  # smile, frown, mouth_open, lips_pressed, brow_raise, brow_furrow, eyes_wide
     target, used = expression_prior_target(names, "neutral", 0.8)

@@ -19,6 +19,18 @@ import torch
 
 #: expression blendshapes of the built-in head, in basis order
 BUILTIN_EXPRESSIONS = ("smile", "frown", "mouth_open", "lips_pressed", "brow_raise", "brow_furrow", "eyes_wide")
+#: Ekman & Friesen's prototypes (FACS action units) read onto the built-in head's blendshapes, at full
+#: intensity: happy AU6+12(+25), sad AU1+4+15, angry AU4+5+7+23, fear AU1+2+4+5+20+26, surprise
+#: AU1+2+5+26, disgust AU9+15+16 (the head has no nose wrinkle or lip stretch: the nearest shapes stand in)
+EXPRESSION_PROTOTYPES: dict[str, dict[str, float]] = {
+    "happy": {"smile": 1.0, "mouth_open": 0.2},
+    "sad": {"frown": 0.8, "brow_raise": 0.3, "lips_pressed": 0.3},
+    "angry": {"brow_furrow": 1.0, "lips_pressed": 0.7, "eyes_wide": 0.3, "frown": 0.2},
+    "fear": {"brow_raise": 0.7, "eyes_wide": 1.0, "mouth_open": 0.4},
+    "surprise": {"brow_raise": 1.0, "eyes_wide": 0.6, "mouth_open": 0.8},
+    "disgust": {"frown": 0.6, "brow_furrow": 0.6, "lips_pressed": 0.3},
+    "neutral": {},
+}
 #: FLAME's shapedirs hold 300 identity components followed by the expression components
 FLAME_SHAPE_COMPONENTS = 300
 #: width (x extent) that loaded meshes are scaled to, and the height of their top (the crown)

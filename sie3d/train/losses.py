@@ -6,8 +6,8 @@
 * ``tv_loss``: total variation of an image or depth map (mean squared neighbour differences);
 * ``mean_scale_loss``: mean Gaussian scale;
 * ``loss_expression_prior``: the blendshape coefficients the target emotion does not use pulled to zero
-  (those it uses are held at least at η × its FACS prototype, :data:`EXPRESSION_PROTOTYPES`, by the
-  trainer's projection), so the emotion loss reaches its class through that expression's own muscles
+  (those it uses are held at least at η × its FACS prototype,
+  :data:`sie3d.avatar.template.EXPRESSION_PROTOTYPES`, by the trainer's projection), so the emotion loss reaches its class through that expression's own muscles
   instead of any pattern the classifier happens to like (a neutral is the rest face; a surprise drops
   the jaw, which fer alone, content with wide eyes, does not ask for, and without which face-api reads
   fear).
@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import torch
+
+from ..avatar.template import EXPRESSION_PROTOTYPES
 
 
 def loss_pos(points: torch.Tensor, template_points: torch.Tensor, face_mask: torch.Tensor) -> torch.Tensor:
@@ -77,20 +79,6 @@ def tv_loss(image: torch.Tensor, layout: str = "BCHW") -> torch.Tensor:
 def mean_scale_loss(scales: torch.Tensor) -> torch.Tensor:
     """Mean of the (linear, world) Gaussian scales [N, 3]."""
     return scales.mean()
-
-
-#: Ekman & Friesen's prototypes (FACS action units) read onto the built-in head's blendshapes, at full
-#: intensity: happy AU6+12(+25), sad AU1+4+15, angry AU4+5+7+23, fear AU1+2+4+5+20+26, surprise
-#: AU1+2+5+26, disgust AU9+15+16 (the head has no nose wrinkle or lip stretch: the nearest shapes stand in)
-EXPRESSION_PROTOTYPES: dict[str, dict[str, float]] = {
-    "happy": {"smile": 1.0, "mouth_open": 0.2},
-    "sad": {"frown": 0.8, "brow_raise": 0.3, "lips_pressed": 0.3},
-    "angry": {"brow_furrow": 1.0, "lips_pressed": 0.7, "eyes_wide": 0.3, "frown": 0.2},
-    "fear": {"brow_raise": 0.7, "eyes_wide": 1.0, "mouth_open": 0.4},
-    "surprise": {"brow_raise": 1.0, "eyes_wide": 0.6, "mouth_open": 0.8},
-    "disgust": {"frown": 0.6, "brow_furrow": 0.6, "lips_pressed": 0.3},
-    "neutral": {},
-}
 
 
 def expression_prior_target(names: list[str], emotion: str, eta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
