@@ -120,8 +120,9 @@ params = tuple(Path(f).resolve() for f in (params_file, *extra_params))
 grid = [BatchRun(name, out_dir / name, person, "full", expression, None, accessory_text or None, params,
                  tuple(run_overrides)) for name, (expression, accessory_text) in requests.items()]
 people_requests = {}
-for name in more_people:
-    other = Person(name, (save_image(sample_portrait(name), out_dir / "inputs" / f"{name}.png").resolve(),))
+portraits = {name: sample_portrait(name) for name in more_people}
+for name, portrait in portraits.items():
+    other = Person(name, (save_image(portrait, out_dir / "inputs" / f"{name}.png").resolve(),))
     for expression in ("neutral", "surprise"):
         people_requests[f"{name}_{expression}"] = expression
         grid.append(BatchRun(f"{name}_{expression}", out_dir / f"{name}_{expression}", other, "full", expression,
@@ -269,8 +270,7 @@ if people_runs:
     display(Markdown(report.judges_table({**{f"astronaut_{n}": r for n, r in runs.items() if n in expressions},
                                           **people_runs})))
     fig, axes = plt.subplots(len(more_people), 3, figsize=(6.6, 2.3 * len(more_people)), squeeze=False)
-    for row, name in zip(axes, more_people):
-        portrait = sample_portrait(name)
+    for row, (name, portrait) in zip(axes, portraits.items()):
         row[0].imshow(report.face_crop(portrait, select_face(detect_faces(portrait, config.models.face_detector)).box))
         row[0].set_title(name, fontsize=8)
         for ax, expression in zip(row[1:], ("neutral", "surprise")):

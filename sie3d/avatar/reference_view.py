@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from ..render.cameras import Cameras, frontal_camera, project_points
+from ..render.renderer import render
+from ..render.splats import Splats
 from .expression_fit import ExpressionFit, fit_photo_expression
 
 #: resolution of the camera in which the photo's expression is fitted (matrices scale linearly)
@@ -103,9 +105,6 @@ def paint_from_reference(gaussians, photo: np.ndarray, fit: ExpressionFit, templ
     lips, which would otherwise carry the lips' colour into a mouth the geometry later opens.
     Returns how many were painted.
     """
-    from ..render.renderer import render
-    from ..render.splats import Splats
-
     device = gaussians.params["color"].device
     camera = camera.to(device)
     reference = align_reference_view(photo, fit, template, camera)

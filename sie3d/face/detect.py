@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -247,10 +248,17 @@ def _detect_scrfd(image: np.ndarray, det_size: Sequence[int], threshold: float,
                  landmarks=points[i].astype(np.float64)) for i in nms(boxes, scores)]
 
 
+@lru_cache(maxsize=1)
+def _yunet_detector(path: str) -> "cv2.FaceDetectorYN":
+    return cv2.FaceDetectorYN.create(path, "", (320, 320), 0.6, 0.3, 5000)
+
+
 def _detect_yunet(image: np.ndarray, threshold: float) -> list[Face]:
     """YuNet rows: x, y, w, h, five landmarks (eye, eye, nose, mouth, mouth; image left first), score."""
     height, width = image.shape[:2]
-    detector = cv2.FaceDetectorYN.create(str(model_path("yunet")), "", (width, height), threshold, 0.3, 5000)
+    detector = _yunet_detector(str(model_path("yunet")))  # loaded once; sized and thresholded per call
+    detector.setInputSize((width, height))
+    detector.setScoreThreshold(threshold)
     _, rows = detector.detect(np.ascontiguousarray(image[..., ::-1]))
     if rows is None:
         return []
