@@ -192,27 +192,28 @@ def test_grid_stopped_part_way_resumes_and_isolates_a_bad_photo(ray_session, tmp
     assert evaluated[-1][0] == ["alice__happy", "alice__neutral", "bob__happy", "bob__neutral"]
 
 
-def test_finished_runs_made_with_other_params_stop_the_batch_first(tmp_path, repo_root):
-    from sie3d.batch.engine import BatchError, run_batch
-
+def _finished_with_other_params(tmp_path, repo_root):
+    """One run of a manifest whose directory holds a finished run made with another params hash."""
     _touch_photo(tmp_path / "alice.png")
     (run,) = load_manifest(_manifest(tmp_path, repo_root, photos=[str(tmp_path / "alice.png")])).runs()
     run.run_dir.mkdir(parents=True)
     write_json_atomic(run.run_dir / "manifest.json", {"params_hash": "0123456789abcdef", "status": "finished"})
     (run.run_dir / "summary.json").write_text("{}")
+    return run
+
+
+def test_finished_runs_made_with_other_params_stop_the_batch_first(tmp_path, repo_root):
+    from sie3d.batch.engine import BatchError, run_batch
+
+    run = _finished_with_other_params(tmp_path, repo_root)
     with pytest.raises(BatchError, match="generated with other params"):  # before Ray is even started
         run_batch([run], tmp_path / "out", run_fn=fake_generate, evaluate_fn=None, progress=False)
-
 
 
 def test_replace_stale_remakes_finished_runs_made_with_other_params(tmp_path, repo_root):
     from sie3d.batch.engine import BatchError, BatchResult, Outcome, plan
 
-    _touch_photo(tmp_path / "alice.png")
-    (run,) = load_manifest(_manifest(tmp_path, repo_root, photos=[str(tmp_path / "alice.png")])).runs()
-    run.run_dir.mkdir(parents=True)
-    write_json_atomic(run.run_dir / "manifest.json", {"params_hash": "0123456789abcdef", "status": "finished"})
-    (run.run_dir / "summary.json").write_text("{}")
+    run = _finished_with_other_params(tmp_path, repo_root)
     skipped, todo = plan([run], replace_stale=True)
     assert skipped == [] and [(r.name, resume) for r, _, resume in todo] == [(run.name, False)]
     assert not run.run_dir.exists()  # the stale run is gone, so it is made from scratch

@@ -5,19 +5,14 @@ import shutil
 
 import nbformat
 import pytest
+from helpers_book import parameters_cell, scratch_book_repo
 
 from sie3d.book import build_book, discover_notebooks, notebook_title
 
 OK_NOTEBOOK = '''# %% [markdown]
 # # A tiny page
 
-# %% tags=["parameters"]
-params_file = "../params/quick.yaml"
-extra_params = []
-overrides = []
-output_dir = "out"
-interactive = False
-
+''' + parameters_cell("../params/quick.yaml") + '''
 # %%
 from sie3d.config import load_config
 config = load_config(params_file, *extra_params, overrides=overrides)
@@ -37,11 +32,7 @@ raise ValueError("deliberate failure in cell three")
 
 @pytest.fixture
 def scratch_repo(tmp_path, repo_root):
-    (tmp_path / "notebooks").mkdir()
-    shutil.copytree(repo_root / "params", tmp_path / "params")
-    shutil.copytree(repo_root / "book", tmp_path / "book",
-                    ignore=shutil.ignore_patterns("_build", "executed", "_toc.yml"))
-    return tmp_path
+    return scratch_book_repo(tmp_path, repo_root)
 
 
 def test_discovery_and_title(repo_root):

@@ -6,9 +6,9 @@ code is folded while their output stays on the page.
 """
 
 import re
-import shutil
 
 import pytest
+from helpers_book import parameters_cell, scratch_book_repo
 
 from sie3d.book import build_book
 
@@ -20,13 +20,7 @@ NOTEBOOK = '''# %% [markdown]
 # The run scored {glue:md}`best_score`.
 # :::
 
-# %% tags=["parameters"]
-params_file = "../params/quick.yaml"
-extra_params = []
-overrides = []
-output_dir = "out"
-interactive = False
-
+''' + parameters_cell("../params/quick.yaml") + '''
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 from myst_nb import glue
@@ -42,11 +36,7 @@ print("HIDDEN_CELL_RAN")
 
 @pytest.fixture
 def scratch_repo(tmp_path, repo_root):
-    (tmp_path / "notebooks").mkdir()
-    shutil.copytree(repo_root / "params", tmp_path / "params")
-    shutil.copytree(repo_root / "book", tmp_path / "book",
-                    ignore=shutil.ignore_patterns("_build", "executed", "_toc.yml"))
-    return tmp_path
+    return scratch_book_repo(tmp_path, repo_root)
 
 
 def test_markdown_outputs_render_as_tables(scratch_repo):

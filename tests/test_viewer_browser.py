@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
+from helpers_book import parameters_cell, scratch_book_repo
 from helpers_browser import Chromium, chromium_executable
+
 from sie3d.avatar.ply import save_ply
 from sie3d.book import build_book, external_loads
 from sie3d.commands.view import make_server
@@ -72,13 +73,7 @@ VIEWER_NOTEBOOK = """# %% [markdown]
 #
 # Euler: $e^{{i\\pi}} + 1 = 0$
 
-# %% tags=["parameters"]
-params_file = ""
-extra_params = []
-overrides = []
-output_dir = "out"
-interactive = False
-
+""" + parameters_cell("") + """
 # %%
 from sie3d.avatar.web import show_avatar
 show_avatar({run!r}, name="face")
@@ -89,11 +84,8 @@ def built_book(tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
     run = root / "runs" / "face_run"
     save_ply(face_plane(), run / "avatar.ply")
-    (root / "notebooks").mkdir()
+    scratch_book_repo(root, REPO_ROOT, "_extra")
     (root / "notebooks" / "00_viewer.py").write_text(VIEWER_NOTEBOOK.format(run=str(run)))
-    shutil.copytree(REPO_ROOT / "params", root / "params")
-    shutil.copytree(REPO_ROOT / "book", root / "book",
-                    ignore=shutil.ignore_patterns("_build", "_extra", "executed", "_toc.yml"))
     result = build_book([root / "params/quick.yaml"], repo_root=root, log=lambda *_: None)
     assert result.ok, result.build_error or [n.error for n in result.notebooks]
     return root / "book" / "_build" / "html", run
