@@ -99,11 +99,11 @@ def test_colours_put_hair_on_the_back_and_skin_on_the_face(astronaut_fit):
 
 @needs_models
 def test_expression_free_appearance_takes_out_teeth_and_folds_and_keeps_the_eyes(astronaut_fit):
-    from sie3d.face.mediapipe_models import LEFT_EYE, OUTER_LIPS, mouth_opening_mask
+    from sie3d.face.mediapipe_models import INNER_LIPS, LEFT_EYE, OUTER_LIPS, landmark_mask
 
     _, image, _, _, mesh, _ = astronaut_fit
-    opening = mouth_opening_mask(image.shape[:2], mesh)
-    mouth = mouth_opening_mask(image.shape[:2], mesh, OUTER_LIPS)
+    opening = landmark_mask(image.shape[:2], mesh.points, INNER_LIPS)
+    mouth = landmark_mask(image.shape[:2], mesh.points, OUTER_LIPS)
     assert 100 < opening.sum() < 2000 and image[opening].mean() > 150  # her smile shows white teeth
     out, info = expression_free_appearance(image, mesh.points)
     lips = mouth & ~opening

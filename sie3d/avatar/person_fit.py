@@ -31,7 +31,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..face.mediapipe_models import FACE_OVAL, INNER_LIPS, LEFT_EYE, NOSE, OUTER_LIPS, RIGHT_EYE
+from ..face.mediapipe_models import FACE_OVAL, INNER_LIPS, LEFT_EYE, NOSE, OUTER_LIPS, RIGHT_EYE, landmark_mask
 from .template import HeadTemplate, vertex_normals
 
 #: template landmark -> MediaPipe face-mesh indices averaged (subject's left = MediaPipe's "left")
@@ -133,18 +133,6 @@ def fit_template_shape(template: HeadTemplate, mesh_points: np.ndarray, expressi
         "width_scale": width_scale, "rms_before": before, "rms_after": after}
 
 
-def _polygon_mask(shape: tuple[int, int], points: np.ndarray, hull: bool = False) -> np.ndarray:
-    import cv2
-
-    mask = np.zeros(shape, np.uint8)
-    polygon = np.round(points[:, :2]).astype(np.int32)
-    if hull:
-        cv2.fillConvexPoly(mask, cv2.convexHull(polygon), 1)
-    else:
-        cv2.fillPoly(mask, [polygon], 1)
-    return mask.astype(bool)
-
-
 def expression_free_appearance(photo: np.ndarray, mesh_points: np.ndarray, smooth: float = 0.2,
                                opening_shade: float = 0.55) -> tuple[np.ndarray, dict]:
     """The photo with the marks its expression leaves on the skin taken out (see the module docstring).
@@ -167,16 +155,16 @@ def expression_free_appearance(photo: np.ndarray, mesh_points: np.ndarray, smoot
     shape = photo.shape[:2]
     points = np.asarray(mesh_points, np.float64)
     iod = float(np.linalg.norm(points[33, :2] - points[263, :2]))
-    mouth = _polygon_mask(shape, points[list(OUTER_LIPS)])
-    opening = _polygon_mask(shape, points[list(INNER_LIPS)]) & mouth
+    mouth = landmark_mask(shape, points, OUTER_LIPS)
+    opening = landmark_mask(shape, points, INNER_LIPS) & mouth
     lips = mouth & ~opening
     lip_colour = np.median(photo[lips], axis=0) if lips.any() else np.median(photo[mouth], axis=0)
 
-    region = _polygon_mask(shape, points[list(FACE_OVAL)])
+    region = landmark_mask(shape, points, FACE_OVAL)
     region &= np.arange(shape[0])[:, None] > points[[145, 374], 1].mean()  # below the lower eyelids
     keep = np.zeros(shape, bool)
     for part in (LEFT_EYE, RIGHT_EYE, NOSE):
-        keep |= _polygon_mask(shape, points[list(part)], hull=True)
+        keep |= landmark_mask(shape, points, part, convex=True)
     grow = max(1, int(round(0.08 * iod)))
     keep = cv2.dilate(keep.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)).astype(bool)
     region &= ~keep

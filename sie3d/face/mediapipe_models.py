@@ -125,9 +125,15 @@ def hair_mask(image: np.ndarray, mesh: FaceMesh, threshold: float = 0.5, grow: f
     return person & (face == 0) & rows
 
 
-def mouth_opening_mask(shape: tuple[int, int], mesh: FaceMesh, contour: tuple[int, ...] = INNER_LIPS) -> np.ndarray:
-    """``[H, W]`` bool: inside the inner lip contour (teeth, tongue, the dark of an open mouth); with
-    ``contour=OUTER_LIPS`` the whole mouth, lips included."""
+def landmark_mask(shape: tuple[int, int], points: np.ndarray, indices: tuple[int, ...],
+                  convex: bool = False) -> np.ndarray:
+    """``[H, W]`` bool: inside the polygon through the mesh points ``indices`` (``points`` ``[468, 3]``,
+    photo pixels), or inside their convex hull. ``INNER_LIPS``: the mouth opening (teeth, tongue, the
+    dark of an open mouth); ``OUTER_LIPS``: the whole mouth; ``FACE_OVAL``: the face."""
     mask = np.zeros(shape, np.uint8)
-    cv2.fillPoly(mask, [np.round(mesh.points[list(contour), :2]).astype(np.int32)], 1)
+    polygon = np.round(np.asarray(points)[list(indices), :2]).astype(np.int32)
+    if convex:
+        cv2.fillConvexPoly(mask, cv2.convexHull(polygon), 1)
+    else:
+        cv2.fillPoly(mask, [polygon], 1)
     return mask.astype(bool)
