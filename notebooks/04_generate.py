@@ -236,8 +236,11 @@ for row, (label, template, image) in zip(axes, [("template", load_template(plain
     row[-1].set_axis_off()
     row[-1].set_title("photo" if image is subject.photo else "painted from", fontsize=8)
 fig.savefig(out_dir / "template_before_after.png", dpi=80, bbox_inches="tight")
-print({k: v for k, v in prepared.person.items() if k not in ("colours", "appearance")}, "skin / hair:",
-      [np.round(prepared.person.get("colours", {}).get(k) or [], 2).tolist() for k in ("skin", "hair")])
+shape, colours = prepared.person.get("shape", {}), prepared.person.get("colours", {})
+print(f"MediaPipe face presence {prepared.person.get('mesh_presence', float('nan')):.2f}; face width ×"
+      f"{shape.get('width_scale', float('nan')):.2f}, landmark RMS {shape.get('rms_before', float('nan')):.3f} -> "
+      f"{shape.get('rms_after', float('nan')):.3f} (world units); skin RGB {np.round(colours.get('skin') or [], 2).tolist()}, "
+      f"hair RGB {np.round(colours.get('hair') or [], 2).tolist()} on {colours.get('hair_vertices', 0)} vertices")
 
 # %% [markdown]
 # Does each view still show a face, and is the back of the head the person's hair? dlib's HOG detector
