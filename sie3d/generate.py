@@ -31,12 +31,12 @@ from .face.expression_text import emotion_class
 from .face.identity import cosine_similarity, dlib_distance, make_identity_encoder
 from .face.landmarks import expression_measures, landmarks_68
 from .render.media import render_turntable, render_views, save_image, save_turntable, view_grid
-from .runtime import ModelCache, RunDir, RunLock, resolve_device, write_json_atomic
+from .run_dir import SUMMARY_FILE, RunDir, RunLock
+from .runtime import ModelCache, resolve_device, write_json_atomic
 from .subject import PreparedSubject, make_subject, prepare_subject
 from .train.trainer import AvatarTrainer, read_metrics
 from .weights import ModelNotAvailable
 
-SUMMARY_FILE = "summary.json"
 EVAL_RESOLUTION = 256  # frontal / view renders for identity and landmark checks (dlib needs ~80 px faces)
 
 
@@ -209,8 +209,8 @@ def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir:
              prior: DiffusionPrior | None = None, models: ModelCache | None = None) -> dict[str, Any]:
     """Build one avatar into ``out_dir``; returns the summary.
 
-    The run directory is locked for the whole call (:class:`sie3d.runtime.RunLock`): a second writer
-    gets :class:`sie3d.runtime.RunDirLocked` naming this process.
+    The run directory is locked for the whole call (:class:`sie3d.run_dir.RunLock`): a second writer
+    gets :class:`sie3d.run_dir.RunDirLocked` naming this process.
 
     Args:
         photos: paths or uint8 RGB arrays of one person (several: identity embeddings averaged).

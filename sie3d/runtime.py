@@ -1,5 +1,5 @@
-"""Seeding, device choice, run directories with ``config.yaml`` + ``manifest.json``, the run-directory
-lock (one writer per run) and the model cache a long-lived worker keeps between runs."""
+"""Seeding, device choice, package versions and git revision, atomic JSON writes, and the model cache a
+long-lived worker keeps between runs. The run directory itself is :mod:`sie3d.run_dir`'s."""
 
 from __future__ import annotations
 
@@ -7,19 +7,15 @@ import datetime as _dt
 import importlib.metadata
 import json
 import os
-import platform
 import random
 import subprocess
 import time
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .config import Config, save_config
 
 #: packages whose versions every manifest records (missing ones are recorded as null)
 TRACKED_PACKAGES = (
@@ -82,7 +78,8 @@ def git_revision(path: str | Path | None = None) -> str | None:
     return f"{sha}-dirty" if dirty else sha
 
 
-def _now() -> str:
+def now_utc() -> str:
+    """The current UTC time, ISO 8601 to the second."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -92,162 +89,6 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str))
     os.replace(tmp, path)
-
-
-MANIFEST_FILE = "manifest.json"
-
-
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    """A run directory's ``manifest.json`` (``status``, ``params_hash``, ...); ``{}`` when absent or unreadable."""
-    try:
-        manifest = json.loads((Path(run_dir) / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
-
-
-@dataclass
-class RunDir:
-    """A run directory: resolved ``config.yaml`` and ``manifest.json`` written on creation."""
-
-    path: Path
-    config: Config
-    manifest: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def create(cls, path: str | Path, config: Config, device: torch.device | str = "cpu",
-               extra: dict[str, Any] | None = None) -> "RunDir":
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_config(config, path / "config.yaml")
-        manifest = {
-            "preset": config.preset,
-            "seed": config.run.seed,
-            "params_hash": config.params_hash(),
-            "git_revision": git_revision(),
-            "device": str(device),
-            "device_name": (torch.cuda.get_device_name(torch.device(device))
-                            if torch.device(device).type == "cuda" else platform.processor() or platform.machine()),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "packages": package_versions(),
-            "started": _now(),
-            "finished": None,
-            "status": "running",
-        }
-        manifest.update(extra or {})
-        run = cls(path=path, config=config, manifest=manifest)
-        run.write_manifest()
-        return run
-
-    def write_manifest(self) -> None:
-        write_json_atomic(self.path / MANIFEST_FILE, self.manifest)
-
-    def finish(self, status: str = "finished", **extra: Any) -> None:
-        self.manifest.update(extra)
-        self.manifest["finished"] = _now()
-        self.manifest["status"] = status
-        self.write_manifest()
-
-
-# --------------------------------------------------------------------------- one writer per run directory
-
-LOCK_FILE = ".lock"
-
-
-class RunDirLocked(FileExistsError):
-    """Another live process holds the run directory's lock (the message names it)."""
-
-
-def _process_start_time(pid: int) -> float | None:
-    """Epoch seconds at which local process ``pid`` started (Linux ``/proc``); None when unknown."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def _holder_alive(holder: dict[str, Any]) -> bool:
-    """Whether the process that wrote a lock still runs (other hosts: assumed alive)."""
-    if holder.get("host") != platform.node():
-        return True
-    pid = int(holder.get("pid", -1))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return pid > 0
-    started = _process_start_time(pid)  # a recycled pid started after the lock was written
-    return started is None or started <= float(holder.get("time", float("inf"))) + 2.0
-
-
-class RunLock:
-    """Exclusive lock of a run directory: ``<run>/.lock`` holds the owner's pid, host and start time.
-
-    Use as a context manager around everything that writes into the run. A lock whose process is gone
-    (same host, pid not running or recycled) is taken over with a warning; a live holder, or one on
-    another host, makes :meth:`acquire` raise :class:`RunDirLocked` naming it.
-    """
-
-    def __init__(self, run_dir: str | Path, warn: Any = None):
-        self.path = Path(run_dir) / LOCK_FILE
-        self.warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
-        self.held = False
-
-    def read(self) -> dict[str, Any] | None:
-        """The holder record, ``{}`` for an unreadable lock file, None when there is no lock."""
-        try:
-            return json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return {}
-
-    def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"pid": os.getpid(), "host": platform.node(), "started": _now(), "time": time.time()}
-        tmp = self.path.with_name(f"{LOCK_FILE}.{platform.node()}.{os.getpid()}")
-        tmp.write_text(json.dumps(record))
-        try:
-            for _ in range(2):
-                try:
-                    os.link(tmp, self.path)  # atomic and exclusive, with the content already in place
-                    self.held = True
-                    return self
-                except FileExistsError:
-                    holder = self.read()
-                    if holder is None:
-                        continue
-                    if holder and _holder_alive(holder):
-                        raise RunDirLocked(
-                            f"{self.path.parent} is in use by pid {holder.get('pid')} on {holder.get('host')} "
-                            f"(since {holder.get('started')}); wait for it to finish, or delete {self.path} "
-                            "if that process is gone") from None
-                    what = (f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
-                            if holder else "unreadable")
-                    self.warn(f"{self.path.parent}: taking over a stale lock ({what}): its process is not running")
-                    self.path.unlink(missing_ok=True)
-            raise RunDirLocked(f"{self.path.parent}: another process keeps taking the lock {self.path}")
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def release(self) -> None:
-        if self.held:
-            holder = self.read()
-            if holder and holder.get("pid") == os.getpid() and holder.get("host") == platform.node():
-                self.path.unlink(missing_ok=True)
-            self.held = False
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
 
 
 # --------------------------------------------------------------------------- models kept across runs

@@ -28,7 +28,7 @@ from sie3d.evaluation.paper_tables import (
     markdown_table,
 )
 from sie3d.render.media import save_image
-from sie3d.runtime import RunDir
+from sie3d.run_dir import RunDir
 
 matplotlib.use("Agg")
 

@@ -13,7 +13,8 @@ import pytest
 
 from sie3d.batch.manifest import ManifestError, load_manifest, slug
 from sie3d.cli import main
-from sie3d.runtime import RunLock, write_json_atomic
+from sie3d.run_dir import RunLock
+from sie3d.runtime import write_json_atomic
 
 ITERATIONS = 4
 STOP_MARKER = "stop-happy-runs-at-2"  # in the batch root: "happy" runs die at iteration 2

@@ -15,7 +15,7 @@ MAX_LINES = 450  # "no module over ~400 lines"
 
 #: stage -> rank; a stage is a top-level module or subpackage of sie3d (or one named module)
 RANKS: dict[str, float] = {
-    "sie3d": 0, "config": 0, "runtime": 0, "weights": 0, "images": 0,
+    "sie3d": 0, "config": 0, "runtime": 0, "run_dir": 0, "weights": 0, "images": 0,
     "face": 1, "diffusion": 1, "render": 1,
     "avatar": 2,
     "subject": 3,

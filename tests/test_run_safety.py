@@ -14,13 +14,14 @@ import pytest
 import torch
 
 from sie3d.cli import main
-from sie3d.runtime import LOCK_FILE, ModelCache, RunDirLocked, RunLock
+from sie3d.run_dir import LOCK_FILE, RunDirLocked, RunLock
+from sie3d.runtime import ModelCache
 from sie3d.train.checkpoint import (NoUsableCheckpoint, checkpoint_path, list_checkpoints, load_newest_checkpoint,
                                     save_checkpoint)
 
 HOLDER = """
 import sys, time
-from sie3d.runtime import RunLock
+from sie3d.run_dir import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(60)

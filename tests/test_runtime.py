@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from sie3d.config import load_config
-from sie3d.runtime import RunDir, read_manifest, resolve_device, seed_everything
+from sie3d.run_dir import RunDir, read_manifest
+from sie3d.runtime import resolve_device, seed_everything
 
 
 def _draw():

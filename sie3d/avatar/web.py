@@ -13,12 +13,13 @@ import re
 import shutil
 from pathlib import Path
 
+from ..run_dir import AVATAR_PLY as RUN_PLY, AVATAR_SPZ as RUN_SPZ, CONFIG_FILE as RUN_CONFIG, \
+    TURNTABLE_GIF as RUN_TURNTABLE
 from ..config import CameraConfig, config_from_dict, read_params_file
 from ..render.web_viewer import AVATARS, iframe_html, viewer_query
 from .ply import load_ply
 from .spz import save_spz
 
-RUN_PLY, RUN_SPZ, RUN_TURNTABLE, RUN_CONFIG = "avatar.ply", "avatar.spz", "turntable.gif", "config.yaml"
 #: the viewer folder inside the book sources (``html_extra_path: [_extra]`` in book/_config.yml)
 BOOK_VIEWER = Path("_extra") / "sie3d-viewer"
 #: how an executed notebook page (``_build/html/executed/NN.html``) reaches the viewer page

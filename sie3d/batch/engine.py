@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..runtime import ModelCache, read_manifest, write_json_atomic
+from ..run_dir import SUMMARY_FILE, read_manifest
+from ..runtime import ModelCache, write_json_atomic
 from .manifest import BatchRun
 
-SUMMARY_FILE = "summary.json"  # written by sie3d.generate.write_outputs
 RUN_LOG = "batch.log"
 BATCH_JSON = "batch.json"
 EVALUATION_DIR = "evaluation"

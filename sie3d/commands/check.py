@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..runtime import RunDir, resolve_device
+from ..run_dir import RunDir
+from ..runtime import resolve_device
 from ._common import UserError, add_config_arguments, config_from_args
 
 #: (label, attribute of the prior, key of its published SD-1.5 count)

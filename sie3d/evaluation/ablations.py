@@ -23,14 +23,14 @@ from typing import Any
 
 from ..config import Config, load_config
 from ..generate import generate
-from ..runtime import MANIFEST_FILE, ModelCache, read_manifest
+from ..run_dir import EVALUATION_METRICS as METRICS_FILE, MANIFEST_FILE, read_manifest
+from ..runtime import ModelCache
 from .evaluate import evaluate_run_dir, evaluate_runs
 from .evaluator import Evaluator
 from .paper_tables import OurRow, Provenance
 
 PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
 ABLATIONS_DIR = PARAMS_DIR / "ablations"
-METRICS_FILE = "metrics.json"  # written by sie3d.evaluation.evaluate
 EVALUATION_DIR = "evaluation"  # under the grid root: runs.csv, groups.csv, metrics.md, evaluation.json
 
 #: (name, params delta or None for the full method, label); labels equal the paper's Table 2 rows

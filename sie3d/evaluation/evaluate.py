@@ -4,7 +4,7 @@ emotion classifiers, and a distribution distance (FID/KID or the labelled dlib s
 Run directory layout read here (the trainer writes it; the names are the constants below)::
 
     <run>/config.yaml         resolved config (sie3d.config.save_config)
-    <run>/manifest.json       sie3d.runtime.RunDir manifest; optional "ablation" key groups runs
+    <run>/manifest.json       sie3d.run_dir.RunDir manifest; optional "ablation" key groups runs
     <run>/summary.json        {"photos": [input photo paths, absolute or relative to <run>], ...}
     <run>/frontal.png         the frontal evaluation render
     <run>/views/*.png         further renders (or <run>/renders/*.png)

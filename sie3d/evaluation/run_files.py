@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, ConfigError, config_from_dict, read_params_file
-from ..runtime import MANIFEST_FILE
+from ..run_dir import CONFIG_FILE, FRONTAL_RENDER, MANIFEST_FILE, SUMMARY_FILE
 
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
 SUMMARY_PHOTOS_KEY = "photos"  # list of input photo paths (a single string is accepted)
 GROUP_KEY = "ablation"  # in manifest.json or summary.json; default: the run's parent directory name
-FRONTAL_RENDER = "frontal.png"
 VIEW_DIRS = ("views", "renders")  # the first that exists holds the other renders
 RENDER_GLOB = "*.png"
 MIN_RENDER_SIDE = 16

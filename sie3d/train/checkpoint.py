@@ -15,7 +15,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-CHECKPOINT_DIR = "checkpoints"
+from ..run_dir import CHECKPOINT_DIR
+
 _NAME = re.compile(r"^ckpt_(\d{6,})\.pt$")
 
 

@@ -16,9 +16,8 @@ from ..avatar.gaussians import MeshGaussians
 from ..avatar.template import HeadTemplate
 from ..avatar.template_files import load_template
 from ..config import Config, load_config
+from ..run_dir import CONFIG_FILE as RUN_CONFIG
 from .checkpoint import load_newest_checkpoint
-
-RUN_CONFIG = "config.yaml"
 
 
 @dataclass

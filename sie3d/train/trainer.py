@@ -46,6 +46,7 @@ from ..face.expression_text import emotion_class, intensity_target
 from ..render.cameras import CameraSampler, frontal_camera
 from ..render.renderer import render
 from ..render.splats import Splats
+from ..run_dir import METRICS_LOG as METRICS_FILE
 from ..runtime import seed_everything
 from ..subject import PreparedSubject
 from .checkpoint import (
@@ -61,7 +62,6 @@ from .losses import (expression_prior_target, loss_expression_prior, loss_lap, l
                      tv_loss, uniform_neighbours)
 from .schedules import piecewise_linear
 
-METRICS_FILE = "metrics.jsonl"
 
 
 class TrainingDiverged(RuntimeError):
