@@ -45,8 +45,12 @@ class ModelsConfig:
 
     prior: str = "arc2face"  # arc2face (real weights) | tiny (random, built from code)
     half_precision: bool = False  # UNet in fp16 on CUDA; the VAE stays fp32
+    vae_precision: str = "fp32"  # fp32 | bf16 | fp16: the VAE encoder and its backward, CUDA only (set_speed)
+    cuda_graphs: bool = False  # CUDA: replay the UNet's passes as CUDA graphs
+    channels_last: bool = False  # CUDA: UNet and VAE encoder in the channels-last layout
     face_detector: str = "scrfd"  # scrfd | dlib | haar
     identity: str = "arcface"  # arcface | dlib
+    landmarks: str = "dlib"  # 68 points from: dlib (its 100 MB predictor) | mediapipe (the 1.2 MB face mesh, sie3d.face.landmarks)
     emotion_loss_classifier: str = "deepface"  # deepface | fer
     emotion_eval_classifier: str = "fer"  # the held-out one for metrics: fer | faceapi | deepface
     emotion_crop_margin: float = 0.15  # square emotion crop around a detected face: margin per side / box side

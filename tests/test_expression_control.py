@@ -110,7 +110,7 @@ def test_sweep_record_reads_the_target_class_of_every_classifier(tmp_path):
 @pytest.mark.skipif(not is_available("clip-bpe-vocab"), reason="clip-bpe-vocab not cached")
 def test_clip_nearest_class_pools_the_end_of_text_token():
     from sie3d.diffusion.expression_match import nearest_class, pooled_text_features
-    from sie3d.diffusion.prior import tiny_text_encoder
+    from sie3d.diffusion.tiny_networks import tiny_text_encoder
     from sie3d.diffusion.tokenizer import load_clip_tokenizer
 
     tokenizer = load_clip_tokenizer()

@@ -111,13 +111,14 @@ def random_sd15_prior(device, half_precision: bool = True, unet: dict | None = N
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from ..diffusion.prior import ARCFACE_DIM, SD15_SCHEDULE, DiffusionPrior, _seeded
+    from ..diffusion.prior import ARCFACE_DIM, SD15_SCHEDULE, DiffusionPrior
+    from ..diffusion.tiny_networks import with_seed
     from ..diffusion.tokenizer import BOS_ID, EOS_ID, MAX_LENGTH, VOCAB_SIZE, load_clip_tokenizer
     from ..runtime import diffusion_dtype
 
     text_cfg = CLIPTextConfig(vocab_size=VOCAB_SIZE, max_position_embeddings=MAX_LENGTH, bos_token_id=BOS_ID,
                               eos_token_id=EOS_ID, pad_token_id=EOS_ID, **{**CLIP_L_TEXT, **(text or {})})
-    with _seeded(seed):
+    with with_seed(seed):
         parts = dict(unet=UNet2DConditionModel(**{**SD15_UNET, **(unet or {})}).eval(),
                      vae=AutoencoderKL(**{**SD15_VAE, **(vae or {})}).eval(),
                      text_encoder=CLIPTextModel(text_cfg).eval(), id_encoder=CLIPTextModel(text_cfg).eval())
