@@ -10,9 +10,10 @@ groups by). :func:`paper_rows` turns the grid's evaluation into rows beside the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .paper_tables import OurRow, Provenance
+if TYPE_CHECKING:  # paper_tables imports matplotlib; batch manifests need only the definitions
+    from .paper_tables import OurRow, Provenance
 
 PARAMS_DIR = Path(__file__).resolve().parents[2] / "params"
 ABLATIONS_DIR = PARAMS_DIR / "ablations"
@@ -38,6 +39,8 @@ def ablation_label(name: str) -> str:
 def paper_rows(evaluation: dict[str, Any]) -> tuple[list[OurRow], Provenance]:
     """Our group results as rows for :mod:`sie3d.evaluation.paper_tables` (groups named by ablation get the
     paper's labels) and the provenance line that must accompany them."""
+    from .paper_tables import OurRow, Provenance
+
     labels = {name: label for name, _, label in ABLATIONS}
     rows = [OurRow(method=labels.get(g["group"], g["group"]), fid=g["frechet"], id=g["id_mean"],
                    nps_loss=g["loss_nps"], nps_held_out=g["held_out_nps"], n_runs=g["runs"])
