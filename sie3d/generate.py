@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import resource
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,16 +37,6 @@ from .train.trainer import AvatarTrainer, read_metrics
 from .weights import ModelNotAvailable
 
 EVAL_RESOLUTION = 256  # frontal / view renders for identity and landmark checks (dlib needs ~80 px faces)
-
-
-def configure(config: Config, expression: str | None = None, intensity: float | None = None,
-              accessory: str | None = None) -> Config:
-    """The config with the generation request applied (expression, intensity η, accessory text)."""
-    cond = config.conditioning
-    cond = replace(cond, expression=expression if expression is not None else cond.expression,
-                   eta_expr=intensity if intensity is not None else cond.eta_expr,
-                   accessory=accessory if accessory is not None else cond.accessory)
-    return replace(config, conditioning=cond)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -214,7 +203,7 @@ def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir:
 
     Args:
         photos: paths or uint8 RGB arrays of one person (several: identity embeddings averaged).
-        config: resolved config (apply the request with :func:`configure`).
+        config: resolved config (apply the request with :meth:`sie3d.request.Request.apply`).
         resume: continue from the newest checkpoint in ``out_dir`` (same params required).
         sources: names for array photos (recorded in the summary).
         prior: an already loaded diffusion prior to guide with (``None``: built from ``config.models``).

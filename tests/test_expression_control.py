@@ -214,7 +214,7 @@ def test_intensity_sweep_makes_one_run_per_eta_a_strip_a_video_and_a_table(tmp_p
     def fake_generate(photos, config, out_dir, **kwargs):  # what generate leaves, without the optimisation
         eta = config.conditioning.eta_expr
         calls.append((eta, config.conditioning.expression, config.conditioning.expression_class))
-        out_dir.mkdir(parents=True)
+        out_dir.mkdir(parents=True, exist_ok=True)  # the engine made it for the run's batch.log
         iio.imwrite(out_dir / "frontal.png", np.full((32, 32, 3), int(200 * eta), np.uint8))
         (out_dir / "manifest.json").write_text(json.dumps({"status": "finished",
                                                            "params_hash": config.params_hash()}))

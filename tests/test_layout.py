@@ -17,6 +17,7 @@ MAX_LINES = 450  # "no module over ~400 lines"
 RANKS: dict[str, float] = {
     "sie3d": 0, "config": 0, "runtime": 0, "run_dir": 0, "weights": 0, "images": 0,
     "face": 1, "diffusion": 1, "render": 1,
+    "request": 1.5,  # free text -> emotion class, η, accessory (word list in face, CLIP in diffusion)
     "avatar": 2,
     "subject": 3,
     "train": 4,

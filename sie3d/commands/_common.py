@@ -20,6 +20,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, default_params: str | 
     parser.set_defaults(_default_params=default_params)
 
 
+def params_files(args: argparse.Namespace) -> list[str]:
+    """The ``--params`` files, or the command's default preset."""
+    return args.params or ([args._default_params] if args._default_params else [])
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    files = args.params or ([args._default_params] if args._default_params else [])
-    return load_config(*files, overrides=args.overrides)
+    return load_config(*params_files(args), overrides=args.overrides)
