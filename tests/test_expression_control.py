@@ -13,8 +13,9 @@ import torch
 from sie3d.cli import main
 from sie3d.commands._common import UserError
 from sie3d.commands.generate import parse_intensities, sweep_record, sweep_run_name
-from sie3d.face.emotion import EMOTIONS, emotion_loss
+from sie3d.face.emotion import emotion_loss
 from sie3d.face.expression_text import UnknownExpression, emotion_class, intensity_target, match_words
+from sie3d.vocabulary import EMOTIONS
 from sie3d.weights import is_available
 
 

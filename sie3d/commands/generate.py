@@ -68,7 +68,7 @@ def resolve_expression(text: str, config):
         UserError: no confident class (one line listing the classes).
     """
     from ..diffusion.expression_match import load_sd15_text_encoder, nearest_class
-    from ..face.emotion import EMOTIONS
+    from ..vocabulary import EMOTIONS
     from ..face.expression_text import ExpressionMatch, UnknownExpression, match_words
     from ..weights import ModelNotAvailable
 
