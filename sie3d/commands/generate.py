@@ -18,7 +18,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ._common import UserError, add_config_arguments, config_from_args
+from ..config_args import add_config_arguments, config_from_args
+from ._common import UserError
 
 #: a CLIP-similarity class is accepted at this probability (softmax over the 7 classes) or more
 MIN_CLIP_PROBABILITY = 0.5
