@@ -57,3 +57,11 @@ def test_a_registry_lists_its_names_on_a_miss_and_refuses_a_second_entry():
         registry.get("b")
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("a")(float)
+
+
+def test_listed_names_equal_the_config_choices():
+    from sie3d.diffusion.conditioning import MODES
+    from sie3d.evaluation.features import FEATURE_SPACES
+
+    assert choices("conditioning", "mode") == set(MODES)
+    assert choices("eval", "fid_features") == {"auto", *FEATURE_SPACES}
