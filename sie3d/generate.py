@@ -25,7 +25,7 @@ from .avatar.spz import save_spz
 from .config import Config
 from .diffusion.prior import DiffusionPrior
 from .face.detect import detect_faces
-from .face.emotion import EMOTIONS, emotion_box, load_emotion_classifier
+from .face.emotion import emotion_box, load_emotion_classifier
 from .face.expression_text import emotion_class
 from .face.identity import cosine_similarity, dlib_distance, make_identity_encoder
 from .face.landmarks import expression_measures, landmarks_68
@@ -34,6 +34,7 @@ from .run_dir import SUMMARY_FILE, RunDir, RunLock
 from .runtime import ModelCache, resolve_device, write_json_atomic
 from .subject import PreparedSubject, make_subject, prepare_subject
 from .train.trainer import AvatarTrainer, read_metrics
+from .vocabulary import EMOTIONS
 from .weights import ModelNotAvailable
 
 EVAL_RESOLUTION = 256  # frontal / view renders for identity and landmark checks (dlib needs ~80 px faces)

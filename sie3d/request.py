@@ -45,7 +45,7 @@ class Request:
 
     @property
     def emotion(self) -> str:
-        """The emotion-loss class, one of :data:`sie3d.face.emotion.EMOTIONS`."""
+        """The emotion-loss class, one of :data:`sie3d.vocabulary.EMOTIONS`."""
         return self.match.emotion
 
     @property
@@ -79,7 +79,7 @@ class Request:
 def _clip_match(text: str, config: Config, refusal: UnknownExpression, models: ModelCache) -> ExpressionMatch:
     """The CLIP nearest class of ``text`` (see the module docstring); re-raises ``refusal`` when unsure."""
     from .diffusion import expression_match
-    from .face.emotion import EMOTIONS
+    from .vocabulary import EMOTIONS
     from .weights import ModelNotAvailable
 
     try:

@@ -104,9 +104,11 @@ class PreparedSubject:
         frontal: the frontal camera (``render.frontal_resolution``) of the emotion and reference losses.
         landmarks: ``[68, 2]`` dlib landmarks of the reference photo, photo pixels.
         descriptor: ``[128]`` dlib descriptor of the reference photo (identity checks of the renders).
-        fit: the photo's own expression and its alignment to the frontal camera; ``None`` when the
+        fit: the photo's own expression and its alignment to the frontal camera; ``None`` when neither
+            the person fit (``models.person_*``, ``expression_free_appearance``) nor the reference-view
+            loss (``loss.lambda_ref > 0``) is on.
+        reference: the photo warped into ``frontal`` with the face-region mask; ``None`` when the
             reference-view loss is off (``loss.lambda_ref == 0``).
-        reference: the photo warped into ``frontal`` with the face-region mask, or ``None`` likewise.
         photo_expression: ``[K]`` blendshape coefficients of the photo (zeros without a fit).
         face_box: ``[4]`` emotion-classifier crop in the frontal render, in [0, 1] image units.
         appearance: ``[H, W, 3]`` uint8, the photo the colours are painted from and the reference view
@@ -149,9 +151,11 @@ def prepare_subject(subject: Subject, config: Config, device: torch.device,
     descriptor = make_identity_encoder("dlib").raw(subject.photo, subject.face)
     fit = reference = None
     appearance, person = subject.photo, {}
-    if config.loss.lambda_ref > 0:
-        fit = fit_reference(landmarks, template, config.cameras)
+    models = config.models
+    if config.loss.lambda_ref > 0 or models.person_shape or models.person_colours or models.expression_free_appearance:
+        fit = fit_reference(landmarks, template, config.cameras)  # what the person fit and the reference view align
         template, fit, appearance, person = _person_fit(subject, template, fit, landmarks, config)
+    if config.loss.lambda_ref > 0:
         reference = align_reference_view(appearance, fit, template.to(device), frontal).to(device)
     template = template.to(device)
     photo_expression = (fit.coefficients.to(device) if fit is not None

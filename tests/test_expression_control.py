@@ -13,8 +13,9 @@ import torch
 from sie3d.cli import main
 from sie3d.commands._common import UserError
 from sie3d.commands.generate import parse_intensities, sweep_record, sweep_run_name
-from sie3d.face.emotion import EMOTIONS, emotion_loss
+from sie3d.face.emotion import emotion_loss
 from sie3d.face.expression_text import UnknownExpression, emotion_class, intensity_target, match_words
+from sie3d.vocabulary import EMOTIONS
 from sie3d.weights import is_available
 
 
@@ -164,24 +165,26 @@ def _deformed_by_hand(template, named: dict[str, float]) -> torch.Tensor:
 
 def test_animate_writes_frames_and_poses_to_the_target(tiny_run, tmp_path):
     from sie3d.avatar.ply import load_ply
+    from sie3d.avatar.template import EXPRESSION_PROTOTYPES
 
     run, template, gaussians, start = tiny_run
+    surprise = EXPRESSION_PROTOTYPES["surprise"]  # training's table: brow_raise 1, eyes_wide 0.6, mouth_open 0.8
     out = tmp_path / "anim.mp4"
     assert main(["animate", str(run), "--to", "surprise:0.5", "--frames", "5", "--ply-every", "2",
                  "--resolution", "32", "--orbit", "20", "--out", str(out)]) == 0
     assert iio.imread(out).shape[:3] == (5, 32, 32)
     plys = sorted(p.name for p in (tmp_path / "anim_ply").glob("*.ply"))
     assert plys == ["frame_0000.ply", "frame_0002.ply", "frame_0004.ply"]
-    # last frame: the template deformed by 0.5 x the surprise preset (mouth_open 0.8, brow_raise 1, eyes_wide 1)
-    target = _deformed_by_hand(template, {"mouth_open": 0.4, "brow_raise": 0.5, "eyes_wide": 0.5})
+    # last frame: the template deformed by 0.5 x the surprise prototype
+    target = _deformed_by_hand(template, {name: 0.5 * weight for name, weight in surprise.items()})
     expected = gaussians.to_world(target)
     assert torch.allclose(load_ply(tmp_path / "anim_ply/frame_0004.ply").means, expected.means, atol=1e-5)
     # first frame: the avatar at its own coefficients (smile 0.7)
     first = gaussians.to_world(_deformed_by_hand(template, {"smile": 0.7}))
     assert torch.allclose(load_ply(tmp_path / "anim_ply/frame_0000.ply").means, first.means, atol=1e-5)
     # midway (frame 2 of 5): half of each
-    middle = gaussians.to_world(_deformed_by_hand(template, {"smile": 0.35, "mouth_open": 0.2, "brow_raise": 0.25,
-                                                             "eyes_wide": 0.25}))
+    middle = gaussians.to_world(_deformed_by_hand(template, {"smile": 0.35, **{name: 0.25 * weight for name, weight
+                                                                               in surprise.items()}}))
     assert torch.allclose(load_ply(tmp_path / "anim_ply/frame_0002.ply").means, middle.means, atol=1e-5)
 
 

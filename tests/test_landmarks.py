@@ -98,4 +98,4 @@ def test_mediapipe_source_reads_dlibs_68_points_off_the_mesh():
     for name in MEASURES:
         assert abs(ours[name] - theirs[name]) < 0.08, (name, ours[name], theirs[name])
     with pytest.raises(ValueError, match="mediapipe"):
-        landmarks_68(turned, face, source="openpose")
+        landmarks_68(turned, face, source="openpose")  # names the valid ones

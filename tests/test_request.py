@@ -13,7 +13,7 @@ from sie3d.batch.manifest import ManifestError, load_manifest
 from sie3d.cli import main
 from sie3d.config import load_config
 from sie3d.diffusion.expression_match import TextSimilarityMatch
-from sie3d.face.emotion import EMOTIONS
+from sie3d.vocabulary import EMOTIONS
 from sie3d.face.expression_text import UnknownExpression
 from sie3d.request import MIN_CLIP_PROBABILITY, resolve_request
 from sie3d.weights import ModelNotAvailable

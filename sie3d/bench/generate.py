@@ -67,7 +67,7 @@ DESCRIPTION = ("per-iteration time of `sie3d generate` by part (render, VAE enco
 
 
 def add_arguments(parser) -> None:
-    from ..commands._common import add_config_arguments
+    from ..config_args import add_config_arguments
 
     add_config_arguments(parser, default_params="params/quick.yaml")
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations (default 10)")
@@ -208,7 +208,7 @@ def _paper_config(args):
 def run(args) -> int:
     import torch
 
-    from ..commands._common import config_from_args
+    from ..config_args import config_from_args
 
     if args.paper:  # before any CUDA context exists: the trainer's timers need synchronous launches
         os.environ.setdefault("CUDA_LAUNCH_BLOCKING", "1")

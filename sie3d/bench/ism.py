@@ -21,7 +21,7 @@ DESCRIPTION = "time of one ISM / SDS step and UNet calls per ISM step (tiny prio
 
 
 def add_arguments(parser) -> None:
-    from ..commands._common import add_config_arguments
+    from ..config_args import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument("--prior", choices=["tiny", "config"], default="tiny",
@@ -63,7 +63,7 @@ def expected_unet_calls(ism) -> float:
 def run(args) -> int:
     import dataclasses
 
-    from ..commands._common import config_from_args
+    from ..config_args import config_from_args
     from ..diffusion.conditioning import build_conditioning
     from ..diffusion.guidance import make_guidance
     from ..diffusion.prior import DiffusionPrior

@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..config_args import add_config_arguments, config_from_args
 from ..run_dir import RunDir
 from ..runtime import resolve_device
-from ._common import UserError, add_config_arguments, config_from_args
+from ._common import UserError
 
 #: (label, attribute of the prior, key of its published SD-1.5 count)
 NETWORKS = (("UNet", "unet", "unet"), ("VAE", "vae", "vae"),

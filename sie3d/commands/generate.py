@@ -18,7 +18,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ._common import UserError, add_config_arguments, config_from_args, params_files
+from ..config_args import add_config_arguments, config_from_args, params_files
+from ._common import UserError
 
 
 def add_parser(sub, name, help_text):

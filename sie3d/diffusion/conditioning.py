@@ -36,8 +36,6 @@ import torch
 
 #: the three view prompts' names, in a fixed order
 VIEWS = ("front", "side", "back")
-#: DeepFace's 7 emotion classes (the default expression dictionary)
-EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 MODES = ("paper", "released-code")
 
 

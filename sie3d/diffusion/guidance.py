@@ -35,9 +35,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..registry import Registry
 from .conditioning import Conditioning, cfg_batch, split_cfg
 
-METHODS = ("ism", "sds")
+#: guidance methods by name (``guidance.method``): classes ``(prior, guidance_cfg, cond_cfg) -> GuidanceBase``
+METHODS: Registry = Registry("guidance method")
 
 
 # --------------------------------------------------------------------------- pure pieces
@@ -251,6 +253,7 @@ class GuidanceBase:
         raise NotImplementedError
 
 
+@METHODS.register("ism")
 class IntervalScoreMatching(GuidanceBase):
     """ISM guidance (see the module docstring for the procedure)."""
 
@@ -279,6 +282,7 @@ class IntervalScoreMatching(GuidanceBase):
         return trace.x_t, trace.target
 
 
+@METHODS.register("sds")
 class ScoreDistillation(GuidanceBase):
     """SDS baseline: x_t from forward noising, target = the noise; same signature as ISM."""
 
@@ -291,7 +295,7 @@ class ScoreDistillation(GuidanceBase):
 def validate_guidance_config(cfg, num_train_timesteps: int = 1000) -> None:
     """Raise ValueError naming the bad ``guidance.*`` value."""
     if cfg.method not in METHODS:
-        raise ValueError(f"guidance.method={cfg.method!r}; use one of {METHODS}")
+        raise ValueError(f"guidance.method={cfg.method!r}; use one of {', '.join(METHODS.names())}")
     lo, hi = cfg.t_range
     if not 0.0 <= lo < hi <= 1.0:
         raise ValueError(f"guidance.t_range={cfg.t_range} must satisfy 0 <= lo < hi <= 1 (fractions of T)")
@@ -314,8 +318,7 @@ def make_guidance(prior, guidance_cfg, cond_cfg=None) -> GuidanceBase:
     ``cond_cfg`` (optional): the conditioning config the trainer uses; when given, a call with a
     conditioning built from another config is refused (an ablation applied to only one of them).
     """
-    cls = IntervalScoreMatching if guidance_cfg.method == "ism" else ScoreDistillation
-    return cls(prior, guidance_cfg, cond_cfg)
+    return METHODS.get(guidance_cfg.method)(prior, guidance_cfg, cond_cfg)
 
 
 # --------------------------------------------------------------------------- 2D playground

@@ -1,7 +1,8 @@
 """Face analysis of photos and renders: detection, alignment, 68 landmarks, identity embeddings and
-the emotion classifiers (fer, DeepFace) with the perceptual expression loss built on them.
+the emotion classifiers (fer, face-api, DeepFace) with the perceptual expression loss built on them;
+the registries of detectors, identity encoders and emotion classifiers.
 
 Owns everything that looks at a face image. May import only the base modules (``sie3d.config``,
-``sie3d.runtime``, ``sie3d.weights``, ``sie3d.images``); it knows nothing of diffusion, avatars or
-rendering.
+``sie3d.vocabulary``, ``sie3d.registry``, ``sie3d.runtime``, ``sie3d.weights``, ``sie3d.images``); it
+knows nothing of diffusion, avatars or rendering.
 """

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..images import check_rgb_uint8
+from ..registry import Registry
 from .detect import Face, detect_faces, select_face
 
 MEASURES = ("mouth_open", "mouth_width", "mouth_corner_lift", "brow_raise")
@@ -36,20 +37,22 @@ MEDIAPIPE_TO_68 = (
 )
 
 
+#: ``models.landmarks`` name -> ``(image, face) -> [68, 2]`` pixels
+LANDMARK_SOURCES: Registry = Registry("landmark source")
+
+
+@LANDMARK_SOURCES.register("dlib")
 def _dlib_68(image: np.ndarray, face: Face) -> np.ndarray:
     from .dlib_models import dlib_rectangle, shape_points, shape_predictor_68
 
     return shape_points(shape_predictor_68()(image, dlib_rectangle(face.box)))
 
 
+@LANDMARK_SOURCES.register("mediapipe")
 def _mediapipe_68(image: np.ndarray, face: Face) -> np.ndarray:
     from .mediapipe_models import face_mesh
 
     return face_mesh(image, face).points[list(MEDIAPIPE_TO_68), :2].copy()
-
-
-#: ``models.landmarks`` name -> ``(image, face) -> [68, 2]`` pixels
-LANDMARK_SOURCES = {"dlib": _dlib_68, "mediapipe": _mediapipe_68}
 
 
 def landmarks_68(image: np.ndarray, face: Face | None = None, source: str = "dlib") -> np.ndarray:
@@ -63,12 +66,11 @@ def landmarks_68(image: np.ndarray, face: Face | None = None, source: str = "dli
     Returns:
         ``[68, 2]`` float64 pixels (x, y).
     """
-    if source not in LANDMARK_SOURCES:
-        raise ValueError(f"unknown landmark source {source!r}; choose one of {', '.join(LANDMARK_SOURCES)}")
+    read = LANDMARK_SOURCES.get(source)
     image = check_rgb_uint8(image)
     if face is None:
         face = select_face(detect_faces(image, "dlib", landmarks=False))
-    return LANDMARK_SOURCES[source](image, face)
+    return read(image, face)
 
 
 def face_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
