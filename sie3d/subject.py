@@ -147,7 +147,7 @@ def prepare_subject(subject: Subject, config: Config, device: torch.device,
     template = (template if template is not None else load_template(config.models)).to("cpu")
     frontal_resolution = config.render.frontal_resolution or config.render.resolution
     frontal = frontal_camera(config.cameras, frontal_resolution).to(device)
-    landmarks = landmarks_68(subject.photo, subject.face)
+    landmarks = landmarks_68(subject.photo, subject.face, config.models.landmarks)
     descriptor = make_identity_encoder("dlib").raw(subject.photo, subject.face)
     fit = reference = None
     appearance, person = subject.photo, {}

@@ -34,6 +34,10 @@ def add_parser(sub, name, help_text):
     parser.add_argument("--accessory", default=None, help='free text, e.g. "wearing glasses"')
     parser.add_argument("--out", required=True, help="run directory to create (or resume); the sweep's folder")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--synthetic-weights", action="store_true",
+                        help="a dry run of the real-weights prior: random full-size weights in the real layouts, "
+                             "written to a temporary cache (~5 GB) and loaded through the real loaders (as sie3d check)")
+    parser.add_argument("--workdir", default=None, help="folder of that temporary cache (default: the system temp dir)")
     add_config_arguments(parser, default_params="params/quick.yaml")
     return parser
 
@@ -136,10 +140,36 @@ def _sweep(args, request, etas: list[float]) -> int:
 
 
 def run(args) -> int:
+    if not args.synthetic_weights:
+        return _run(args, config_from_args(args))
+    import shutil
+    import tempfile
+
+    from ..runtime import resolve_device
+    from ._synthetic import dry_run_config, model_home, write_weights
+
+    config = config_from_args(args)
+    if len(parse_intensities(args.intensity) or []) > 1:
+        raise UserError("--synthetic-weights makes one run (its weights live for one process); give one --intensity")
+    if config.models.prior != "arc2face":
+        raise UserError(f"--synthetic-weights stands in for the real prior's weights; this preset has "
+                        f"models.prior={config.models.prior}")
+    config, notes = dry_run_config(config, resolve_device(config.run.device))
+    workdir = Path(tempfile.mkdtemp(prefix="sie3d-synthetic-", dir=args.workdir))
+    try:
+        with model_home(workdir, synthetic=True) as home:
+            for note in notes:
+                print(f"[synthetic] dry run: {note}")
+            write_weights(home, config.run.seed)
+            return _run(args, config)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(args, config) -> int:
     from ..request import resolve_request
 
     etas = parse_intensities(args.intensity)
-    config = config_from_args(args)
     request = resolve_request(args.expression if args.expression is not None else config.conditioning.expression,
                               etas[0] if etas else None, args.accessory, config)  # a bad text fails at once
     config = request.apply(config)
