@@ -105,9 +105,10 @@ def _emotion_readings(image: np.ndarray, face_box, classifiers: dict[str, Any], 
                       margin: float) -> dict[str, dict[str, float]]:
     """``{"emotion_<classifier>": {class: probability}}`` of the face at ``face_box`` (x0, y0, x1, y1
     pixels) in a uint8 ``[H, W, 3]`` image, cropped as on photos (:func:`sie3d.face.emotion.emotion_box`)."""
-    box = torch.as_tensor(emotion_box(face_box, image.shape[1], image.shape[0], margin), dtype=torch.float32)
+    box = torch.as_tensor(emotion_box(face_box, image.shape[1], image.shape[0], margin), dtype=torch.float32,
+                          device=device)
     tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float().to(device) / 255.0
-    return {f"emotion_{name}": dict(zip(EMOTIONS, map(float, classifier(tensor, box.to(device))[0].cpu())))
+    return {f"emotion_{name}": dict(zip(EMOTIONS, map(float, classifier(tensor, box)[0].cpu())))
             for name, classifier in classifiers.items()}
 
 

@@ -207,4 +207,5 @@ def classifier_box(template: HeadTemplate, frontal: Cameras, face: Face, fit: Ex
     x0, y0, x1, y1 = face.box
     corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ matrix[:, :2].T + matrix[:, 2]
     box = np.concatenate([corners.min(0), corners.max(0)])
-    return torch.as_tensor(emotion_box(box, frontal.width, frontal.height, margin), dtype=torch.float32)
+    return torch.as_tensor(emotion_box(box, frontal.width, frontal.height, margin), dtype=torch.float32,
+                           device=frontal.viewmats.device)

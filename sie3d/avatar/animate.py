@@ -78,7 +78,8 @@ def morph_coefficients(start: torch.Tensor, end: torch.Tensor, frames: int) -> t
     """``[T, K]`` linear path: frame i holds ``(1 − t)·start + t·end``, t = i / (T − 1) (T = 1: ``end``)."""
     if frames < 1:
         raise ValueError(f"a morph needs at least one frame, got {frames}")
-    t = torch.linspace(0.0, 1.0, frames, dtype=start.dtype) if frames > 1 else torch.ones(1, dtype=start.dtype)
+    t = (torch.linspace(0.0, 1.0, frames, dtype=start.dtype, device=start.device) if frames > 1
+         else torch.ones(1, dtype=start.dtype, device=start.device))
     return (1 - t)[:, None] * start[None] + t[:, None] * end.to(start)[None]
 
 

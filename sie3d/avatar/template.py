@@ -89,7 +89,7 @@ class HeadTemplate:
 
     def expression_coefficients(self, **named: float) -> torch.Tensor:
         """[K] coefficients from keyword names, e.g. ``expression_coefficients(smile=0.8)``."""
-        coeffs = torch.zeros(self.num_expressions)
+        coeffs = torch.zeros(self.num_expressions, device=self.vertices.device)
         for key, value in named.items():
             if key not in self.expression_names:
                 raise KeyError(f"unknown expression {key!r}; this template has {self.expression_names}")

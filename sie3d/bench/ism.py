@@ -79,11 +79,12 @@ def run(args) -> int:
     latent_resolution = args.latent_resolution or (TINY_LATENT_RESOLUTION if args.prior == "tiny" else None)
     if latent_resolution is not None:
         gcfg = dataclasses.replace(gcfg, latent_resolution=latent_resolution)
-    identity = torch.randn(prior.identity_dim or 128, generator=torch.Generator().manual_seed(0))
+    identity = torch.randn(prior.identity_dim or 128, generator=torch.Generator().manual_seed(0), device="cpu")
     conditioning = build_conditioning(prior, identity, config.conditioning)
     size = gcfg.latent_resolution * prior.vae_scale_factor
-    images = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
-    azimuths = torch.linspace(-180, 180, args.batch + 1)[:-1]
+    images = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(1),
+                        device="cpu").to(device)
+    azimuths = torch.linspace(-180, 180, args.batch + 1, device="cpu")[:-1]
 
     print(f"prior: {prior.describe()}")
     print(f"torch threads: {torch.get_num_threads()}; batch {args.batch} views of {size}x{size} "

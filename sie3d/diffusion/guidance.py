@@ -157,13 +157,13 @@ class GuidanceBase:
     def sample_timesteps(self, iteration: int, generator: torch.Generator | None = None) -> tuple[int, int]:
         """(t, s) with t ~ U[t_min, t_max) and s = max(t − δ, 0) (:meth:`delta_at`); one pair for the whole batch."""
         t_min, t_max = self.timestep_bounds(iteration)
-        t = int(torch.randint(t_min, t_max, (1,), generator=generator).item())
+        t = int(torch.randint(t_min, t_max, (1,), generator=generator, device="cpu").item())
         return t, max(t - self.delta_at(iteration), 0)
 
     def sample_noise(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """randn + offset_noise·randn([1, C, 1, 1]) (one offset shared by the batch), drawn on CPU."""
-        noise = torch.randn(like.shape, generator=generator)
-        offset = torch.randn((1, like.shape[1], 1, 1), generator=generator)
+        noise = torch.randn(like.shape, generator=generator, device="cpu")
+        offset = torch.randn((1, like.shape[1], 1, 1), generator=generator, device="cpu")
         return (noise + self.cfg.offset_noise * offset).to(like.device, like.dtype)
 
     def q_sample(self, x0: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
@@ -201,7 +201,7 @@ class GuidanceBase:
         if self.cond_cfg is not None and conditioning.cfg != self.cond_cfg:
             raise ValueError("the conditioning was built with another conditioning config than this guidance's; "
                              "build both from the same config (or pass cond_cfg=None)")
-        azimuth = torch.as_tensor(azimuth_deg, dtype=torch.float64).reshape(-1)
+        azimuth = torch.as_tensor(azimuth_deg, dtype=torch.float64, device="cpu").reshape(-1)
         if images.ndim != 4 or images.shape[1] != 3 or azimuth.numel() != images.shape[0]:
             raise ValueError(f"images must be [B, 3, H, W] with one azimuth per image; got images "
                              f"{tuple(images.shape)} and {azimuth.numel()} azimuths")

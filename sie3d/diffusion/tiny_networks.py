@@ -48,7 +48,7 @@ def calibrate_latent_scale(vae: AutoencoderKL, seed: int = 0) -> float:
     """
     size = int(vae.config.sample_size)
     gen = torch.Generator().manual_seed(seed)
-    images = F.interpolate(torch.rand(4, 3, 8, 8, generator=gen), size=(size, size), mode="bilinear",
+    images = F.interpolate(torch.rand(4, 3, 8, 8, generator=gen, device="cpu"), size=(size, size), mode="bilinear",
                            align_corners=False)
     with torch.no_grad():
         std = vae.encode(images * 2 - 1).latent_dist.mean.std().item()

@@ -302,7 +302,7 @@ def classify_face(classifier: EmotionClassifier, image: np.ndarray, face_box: Se
     """Probabilities of one face in a uint8 RGB photo, keyed by emotion."""
     device = next(classifier.parameters()).device
     box = emotion_box(face_box, image.shape[1], image.shape[0], margin)
-    probs = classifier(image_to_tensor(image, device), torch.as_tensor(box, dtype=torch.float32))[0]
+    probs = classifier(image_to_tensor(image, device), torch.as_tensor(box, dtype=torch.float32, device=device))[0]
     return {e: float(p) for e, p in zip(EMOTIONS, probs.cpu())}
 
 

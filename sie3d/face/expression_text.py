@@ -191,7 +191,7 @@ def intensity_target(emotion: str | int, eta: float, neutral: str = "neutral") -
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"intensity η must lie in [0, 1], got {eta}")
-    target = torch.zeros(len(EMOTIONS))
+    target = torch.zeros(len(EMOTIONS), device="cpu")
     target[emotion_index(neutral)] += 1.0 - eta
     target[emotion_index(emotion)] += eta
     return target

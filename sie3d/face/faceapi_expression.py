@@ -80,8 +80,8 @@ class FaceApiExpressionNet(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(_DenseBlock(a, b, first=(i == 0)) for i, (a, b) in enumerate(BLOCK_CHANNELS))
         self.fc = nn.Linear(256, len(FACEAPI_CLASSES))
-        self.register_buffer("order", torch.tensor(TO_EMOTIONS), persistent=False)
-        self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1) / 255.0, persistent=False)
+        self.register_buffer("order", torch.tensor(TO_EMOTIONS, device="cpu"), persistent=False)
+        self.register_buffer("mean", torch.tensor(MEAN_RGB, device="cpu").view(1, 3, 1, 1) / 255.0, persistent=False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` RGB in [0, 1] -> the network's input (mean-subtracted, still /255 scaled)."""
