@@ -32,7 +32,7 @@ def test_breakdown_averages_parts_and_puts_the_rest_in_other():
 
 def test_cli_prints_every_column_and_parts_add_up(capsys, repo_root, tmp_path, monkeypatch):
     monkeypatch.chdir(repo_root)
-    monkeypatch.setenv("CUDA_LAUNCH_BLOCKING", "0")  # --paper sets it when absent; keep the environment as it was
+    monkeypatch.setenv("CUDA_LAUNCH_BLOCKING", "0")  # --paper-breakdown sets it when absent; keep the environment
     out_json = tmp_path / "rows.json"
     paper = [] if torch.cuda.is_available() else ["--paper"]  # without CUDA: says so, exits 0
     threads = torch.get_num_threads()
@@ -49,7 +49,7 @@ def test_cli_prints_every_column_and_parts_add_up(capsys, repo_root, tmp_path, m
     assert len(numbers) == len(COLUMNS)
     if paper:
         assert "no CUDA device here" in out
-    (row,) = json.loads(out_json.read_text())
+    (row,) = json.loads(out_json.read_text())["parts"]
     assert row["setting"] == "quick" and row["device"] == "cpu" and row["iterations"] == 2
     parts = [row[c] for c in COLUMNS if c != "total"]
     assert sum(parts) == pytest.approx(row["total"])
@@ -71,10 +71,45 @@ def test_paper_path_runs_with_a_narrow_sd15_shaped_prior_on_cpu(repo_root):
         *PAPER_OFFLINE_SUBSTITUTES, "models.emotion_loss_classifier=fer", "run.device=cpu", "render.backend=torch",
         "render.resolution=32", "guidance.latent_resolution=4", "guidance.xs_inv_steps=2", "train.batch_size=1",
         "gaussians.subdivisions=0"])
-    records = time_iterations(config, torch.device("cpu"), iterations=1, warmup=0, prior=prior,
-                              identity_dim=prior.identity_dim)
-    (record,) = records
+    timing = time_iterations(config, torch.device("cpu"), iterations=1, warmup=0, prior=prior,
+                             identity_dim=prior.identity_dim)
+    (record,) = timing.records
+    assert timing.wall_per_iteration >= record["time_iteration"] * 0.5
     assert prior.n_unet_evals == record["n_unet_evals"] > 0  # the injected prior did the guidance
     assert prior.unet.dtype == torch.float32  # fp16 only on CUDA
     assert {"time_render", "time_unet", "time_emotion", "time_backward", "time_step"} <= set(record)
     assert "loss_ref" not in record  # the paper has no reference-view loss
+
+
+NARROW = dict(unet=dict(block_out_channels=(32, 32, 64, 64), cross_attention_dim=64, norm_num_groups=8,
+                        layers_per_block=1),
+              vae=dict(block_out_channels=(8, 8, 16, 16), norm_num_groups=8, layers_per_block=1),
+              text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2))
+
+
+def test_ism_agreement_is_exact_for_the_same_setting_and_sees_a_changed_vae(repo_root):
+    """The agreement check on CPU (where every speed setting is the plain path): the same step twice has
+    zero error; a VAE encoder with other weights gives a gradient error far above the tolerance, so
+    the check can fail; apply_speed restores the float32 encoder weights between settings."""
+    from sie3d.bench.paper_speed import (FP16_TOLERANCE, SPEED_SETTINGS, apply_speed, encoder_weights, format_rows,
+                                         ism_steps, relative_errors)
+
+    prior = random_sd15_prior("cpu", half_precision=True, **NARROW)
+    config = load_config(repo_root / "params/paper.yaml", overrides=[
+        "run.device=cpu", "guidance.latent_resolution=4", "guidance.xs_inv_steps=2", "train.batch_size=2",
+        "conditioning.cache_embeddings=false"])
+    reference = ism_steps(prior, config, steps=2)
+    assert reference[0].grad.shape == (2, 3, 32, 32) and reference[0].grad.abs().sum() > 0
+    assert relative_errors(ism_steps(prior, config, steps=2), reference) == (0.0, 0.0)
+    original = encoder_weights(prior)
+    with torch.no_grad():
+        prior.vae.encoder.conv_in.weight.mul_(1.5)
+    changed = relative_errors(ism_steps(prior, config, steps=2), reference)
+    assert changed[1] > 10 * FP16_TOLERANCE
+    apply_speed(prior, original, SPEED_SETTINGS["fast-bf16"])  # on CPU: the plain path, weights restored
+    assert prior.graphed_unet is None and prior.vae_dtype == torch.float32
+    assert relative_errors(ism_steps(prior, config, steps=2), reference) == (0.0, 0.0)
+    row = {"setting": "fast-bf16", **SPEED_SETTINGS["fast-bf16"], "ms_per_iteration": 100.0, "peak_gib": 9.5,
+           "unet_calls": 4.9, "minutes_5000": 8.3, "minutes_7000": 11.7, "loss_rel_error": 1e-3,
+           "grad_rel_error": 2e-3, "agrees": True}
+    assert "fast-bf16" in format_rows([row]) and "yes" in format_rows([row])

@@ -126,6 +126,41 @@ def test_half_precision_on_cuda(fake_cache):
     assert eps.dtype == torch.float32 and torch.isfinite(eps).all()
 
 
+def test_speed_options_change_nothing_on_the_cpu_and_refuse_unknown_precisions():
+    prior = DiffusionPrior.tiny(seed=0)
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0), device="cpu")
+    embeddings = prior.encode_text(["", "a"])
+    before = prior.predict_noise(latents, 100, embeddings)
+    prior.set_speed("bf16", cuda_graphs=True, channels_last=True)
+    assert prior.graphed_unet is None and prior.vae_dtype == torch.float32 and not prior.channels_last
+    assert torch.equal(prior.predict_noise(latents, 100, embeddings), before)
+    with pytest.raises(PriorError, match="fp32, bf16, fp16"):
+        prior.set_speed("int8")
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replays_match_eager_passes_and_the_vae_precisions():
+    """CUDA graphs replay the same kernels: the UNet's output equals the eager pass to fp16 rounding, for
+    both batch shapes of an ISM step (a graph each); a low-precision VAE encoder stays near float32's."""
+    prior = DiffusionPrior.tiny(seed=0, device="cuda", half_precision=True)
+    embeddings = prior.encode_text(["", "a", "b", "c"])
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    small = torch.randn(1, 4, 8, 8, generator=generator, device="cpu").cuda()
+    large = torch.randn(4, 4, 8, 8, generator=generator, device="cpu").cuda()
+    images = torch.rand(2, 3, 64, 64, generator=generator, device="cpu").cuda()
+    eager = [prior.predict_noise(small, 300, embeddings[:1]), prior.predict_noise(large, 300, embeddings)]
+    latents_fp32 = prior.encode_images(images)
+    prior.set_speed("bf16", cuda_graphs=True, channels_last=True)
+    for _ in range(2):  # capture, then replay
+        graphed = [prior.predict_noise(small, 300, embeddings[:1]), prior.predict_noise(large, 300, embeddings)]
+    assert len(prior.graphed_unet.graphs) == 2
+    for a, b in zip(graphed, eager):
+        assert torch.allclose(a, b, rtol=1e-2, atol=1e-2)
+    latents_bf16 = prior.encode_images(images)
+    assert latents_bf16.dtype == torch.float32
+    assert float((latents_bf16 - latents_fp32).norm() / latents_fp32.norm()) < 3e-2
+
+
 # ----------------------------------------------------------------------------------- VAE and UNet
 
 

@@ -35,7 +35,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ CLIP_L_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12
 
 #: what the paper preset names but needs a download, replaced for timing (see the module docstring)
 PAPER_OFFLINE_SUBSTITUTES = ["models.face_detector=dlib", "models.identity=dlib", "models.template=builtin",
-                             "conditioning.cache_embeddings=false"]
+                             "models.landmarks=mediapipe", "conditioning.cache_embeddings=false"]
 
 DESCRIPTION = ("per-iteration time of `sie3d generate` by part (render, VAE encode, UNet, emotion, "
                "reference, backward, optimiser, other): quick preset on CPU; --paper: paper settings on CUDA")
@@ -76,7 +77,10 @@ def add_arguments(parser) -> None:
                         help="torch CPU threads (default: torch's choice, e.g. from OMP_NUM_THREADS)")
     parser.add_argument("--photo", default=None, help="portrait to build the trainer from (default: the astronaut)")
     parser.add_argument("--paper", action="store_true",
-                        help="also time params/paper.yaml on CUDA with a random full-size SD-1.5-shaped UNet")
+                        help="also params/paper.yaml on CUDA with a random full-size SD-1.5-shaped prior: wall-clock "
+                             "ms/it, peak memory and ISM agreement of the plain and fast settings (sie3d.bench.paper_speed)")
+    parser.add_argument("--paper-breakdown", action="store_true",
+                        help="params/paper.yaml on CUDA by part, with CUDA_LAUNCH_BLOCKING=1 (slower than wall clock)")
     parser.add_argument("--paper-set", dest="paper_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="dotted override for the --paper settings (repeatable)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
@@ -130,9 +134,22 @@ def random_sd15_prior(device, half_precision: bool = True, unet: dict | None = N
     return prior.to(device)
 
 
+@dataclass
+class Timing:
+    """The timed iterations of one setting: the trainer's step records, and their wall-clock time
+    (the device synchronised before and after, so asynchronous CUDA work is counted)."""
+
+    records: list[dict[str, float]]
+    wall_seconds: float
+
+    @property
+    def wall_per_iteration(self) -> float:
+        return self.wall_seconds / len(self.records)
+
+
 def time_iterations(config, device, iterations: int = 10, warmup: int = 2, photo=None, prior=None,
-                    identity_dim: int | None = None) -> list[dict[str, float]]:
-    """Build the trainer as :func:`sie3d.generate.generate` does and return the timed step records.
+                    identity_dim: int | None = None) -> Timing:
+    """Build the trainer as :func:`sie3d.generate.generate` does and time ``iterations`` steps after ``warmup``.
 
     Args:
         config: resolved config; ``train.iterations`` is raised to ``warmup + iterations`` if smaller.
@@ -163,7 +180,19 @@ def time_iterations(config, device, iterations: int = 10, warmup: int = 2, photo
         trainer = AvatarTrainer(config, prepared, run_dir, device, prior=prior, progress=False, log=lambda _: None)
         if warmup:
             trainer.fit(warmup)
-        return trainer.fit(iterations)
+        synchronize(device)
+        start = time.perf_counter()
+        records = trainer.fit(iterations)
+        synchronize(device)
+        return Timing(records, time.perf_counter() - start)
+
+
+def synchronize(device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------- table
@@ -210,7 +239,7 @@ def run(args) -> int:
 
     from ..config_args import config_from_args
 
-    if args.paper:  # before any CUDA context exists: the trainer's timers need synchronous launches
+    if args.paper_breakdown:  # before any CUDA context exists: the trainer's timers need synchronous launches
         os.environ.setdefault("CUDA_LAUNCH_BLOCKING", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -221,30 +250,39 @@ def run(args) -> int:
     cpu = torch.device("cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.warmup} warm-up + "
           f"{args.iterations} timed iterations per setting")
-    records = time_iterations(config, cpu, args.iterations, args.warmup, args.photo)
+    records = time_iterations(config, cpu, args.iterations, args.warmup, args.photo).records
     rows = [_row(config.preset, cpu, records)]
     print(_describe(config, records))
+    result: dict[str, Any] = {"parts": rows}
 
-    if args.paper and not torch.cuda.is_available():
+    if (args.paper or args.paper_breakdown) and not torch.cuda.is_available():
         print("--paper: no CUDA device here, so the paper settings (512², batch 4, gsplat, full-size UNet) "
               "were not timed; run this on a GPU machine")
-    elif args.paper:
+    elif args.paper or args.paper_breakdown:
         cuda = torch.device("cuda")
         paper = _paper_config(args)
         prior = random_sd15_prior(cuda, paper.models.half_precision, seed=paper.run.seed)
-        print(f"paper prior: {prior.describe()}")
+        print(f"paper prior: {prior.describe()} on {torch.cuda.get_device_name(cuda)}")
         print("offline substitutes: " + ", ".join([*PAPER_OFFLINE_SUBSTITUTES,
                                                    f"models.emotion_loss_classifier="
                                                    f"{paper.models.emotion_loss_classifier}",
                                                    "identity = seeded random 512-d unit vector"]))
-        torch.cuda.reset_peak_memory_stats(cuda)
-        paper_records = time_iterations(paper, cuda, args.iterations, args.warmup, args.photo, prior=prior,
-                                        identity_dim=prior.identity_dim)
-        print(_describe(paper, paper_records) + f"; peak GPU memory "
-              f"{torch.cuda.max_memory_allocated(cuda) / 2**30:.1f} GiB ({torch.cuda.get_device_name(cuda)})")
-        rows.append(_row(paper.preset, cuda, paper_records))
+        if args.paper:
+            from .paper_speed import format_rows, measure_paper
+
+            speed = measure_paper(paper, prior, args.iterations, args.warmup, args.photo)
+            print(format_rows(speed))
+            result["paper_speed"] = speed
+        if args.paper_breakdown:
+            prior.set_speed(paper.models.vae_precision, paper.models.cuda_graphs, paper.models.channels_last)
+            torch.cuda.reset_peak_memory_stats(cuda)
+            timing = time_iterations(paper, cuda, args.iterations, args.warmup, args.photo, prior=prior,
+                                     identity_dim=prior.identity_dim)
+            print(_describe(paper, timing.records) + f"; CUDA_LAUNCH_BLOCKING=1; peak GPU memory "
+                  f"{torch.cuda.max_memory_allocated(cuda) / 2**30:.2f} GiB")
+            rows.append(_row(paper.preset, cuda, timing.records))
 
     print(format_table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     return 0
