@@ -91,7 +91,7 @@ def test_ism_agreement_is_exact_for_the_same_setting_and_sees_a_changed_vae(repo
     """The agreement check on CPU (where every speed setting is the plain path): the same step twice has
     zero error; a VAE encoder with other weights gives a gradient error far above the tolerance, so
     the check can fail; apply_speed restores the float32 encoder weights between settings."""
-    from sie3d.bench.paper_speed import (FP16_TOLERANCE, SPEED_SETTINGS, apply_speed, encoder_weights, format_rows,
+    from sie3d.bench._paper_speed import (FP16_TOLERANCE, SPEED_SETTINGS, apply_speed, encoder_weights, format_rows,
                                          ism_steps, relative_errors)
 
     prior = random_sd15_prior("cpu", half_precision=True, **NARROW)

@@ -238,7 +238,7 @@ def _generate_and_evaluate(tmp_path: Path, overrides: list[str]) -> None:
 
     config = load_config(PACKAGE.parent / "params/quick.yaml", overrides=[
         "run.device=cuda", "train.iterations=3", "train.checkpoint_every=3", "render.resolution=64",
-        "render.frontal_resolution=128", "eval.turntable_frames=4", *overrides])
+        "render.frontal_resolution=128", "eval.turntable_frames=4", "models.landmarks=mediapipe", *overrides])
     run_dir = tmp_path / "astronaut"
     generate([astronaut()], config, run_dir, sources=["astronaut"], log=lambda *_: None)
     for name in (SUMMARY_FILE, FRONTAL_RENDER, AVATAR_PLY):

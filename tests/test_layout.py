@@ -29,6 +29,7 @@ RANKS: dict[str, float] = {
     "bench": 7.5,
     "commands": 8,
     "cli": 9,
+    "__main__": 10,  # python -m sie3d: the CLI
 }
 BASE_RANK = 0  # the base modules may import each other (cycles are still errors)
 

@@ -78,7 +78,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--photo", default=None, help="portrait to build the trainer from (default: the astronaut)")
     parser.add_argument("--paper", action="store_true",
                         help="also params/paper.yaml on CUDA with a random full-size SD-1.5-shaped prior: wall-clock "
-                             "ms/it, peak memory and ISM agreement of the plain and fast settings (sie3d.bench.paper_speed)")
+                             "ms/it, peak memory and ISM agreement of the plain and fast settings (sie3d.bench._paper_speed)")
     parser.add_argument("--paper-breakdown", action="store_true",
                         help="params/paper.yaml on CUDA by part, with CUDA_LAUNCH_BLOCKING=1 (slower than wall clock)")
     parser.add_argument("--paper-set", dest="paper_overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -268,7 +268,7 @@ def run(args) -> int:
                                                    f"{paper.models.emotion_loss_classifier}",
                                                    "identity = seeded random 512-d unit vector"]))
         if args.paper:
-            from .paper_speed import format_rows, measure_paper
+            from ._paper_speed import format_rows, measure_paper
 
             speed = measure_paper(paper, prior, args.iterations, args.warmup, args.photo)
             print(format_rows(speed))

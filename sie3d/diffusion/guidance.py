@@ -172,8 +172,8 @@ class GuidanceBase:
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
     def lambda_weight(self, t: int) -> float:
-        """λ·√((1−ᾱ_t)/ᾱ_t)."""
-        abar = float(self.prior.alphas_cumprod[t])
+        """λ·√((1−ᾱ_t)/ᾱ_t) (ᾱ read from the scheduler's CPU copy: no device round trip)."""
+        abar = float(self.prior.scheduler.alphas_cumprod[t].float())
         return self.cfg.weight * math.sqrt((1 - abar) / abar)
 
     # -------------------------------------------------------------- guided pass
@@ -207,9 +207,10 @@ class GuidanceBase:
                              f"{tuple(images.shape)} and {azimuth.numel()} azimuths")
         return azimuth
 
-    def _clock(self) -> float:
-        if self.prior.device.type == "cuda":
-            torch.cuda.synchronize(self.prior.device)
+    @staticmethod
+    def _clock() -> float:
+        """Host time. No device synchronisation (that would stall every step): on CUDA the parts are
+        attributed correctly only with CUDA_LAUNCH_BLOCKING=1, as ``sie3d bench generate --paper-breakdown`` runs."""
         return time.perf_counter()
 
     def __call__(self, images: torch.Tensor, conditioning: Conditioning, azimuth_deg, iteration: int,
