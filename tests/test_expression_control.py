@@ -15,6 +15,7 @@ from sie3d.commands._common import UserError
 from sie3d.commands.generate import parse_intensities, sweep_record, sweep_run_name
 from sie3d.face.emotion import EMOTIONS, emotion_loss
 from sie3d.face.expression_text import UnknownExpression, emotion_class, intensity_target, match_words
+from sie3d.run_dir import Summary
 from sie3d.weights import is_available
 
 
@@ -98,10 +99,10 @@ def test_intensities_and_sweep_directory_names():
 
 
 def test_sweep_record_reads_the_target_class_of_every_classifier(tmp_path):
-    summary = {"frontal": {"face_found": True, "landmarks": {"mouth_open": 0.1},
-                           "emotion_fer": dict(zip(EMOTIONS, [0, 0, 0, 0.7, 0, 0, 0.3])),
-                           "emotion_faceapi": dict(zip(EMOTIONS, [0, 0, 0, 0.4, 0, 0, 0.6]))},
-               "classifiers_missing": {"deepface": "not cached"}}
+    summary = Summary.from_dict({"frontal": {"face_found": True, "landmarks": {"mouth_open": 0.1},
+                                             "emotion_fer": dict(zip(EMOTIONS, [0, 0, 0, 0.7, 0, 0, 0.3])),
+                                             "emotion_faceapi": dict(zip(EMOTIONS, [0, 0, 0, 0.4, 0, 0, 0.6]))},
+                                 "classifiers_missing": {"deepface": "not cached"}})
     record = sweep_record(0.5, tmp_path, summary, "happy")
     assert record["p_target"] == {"fer": 0.7, "faceapi": 0.4}
     assert record["classifiers_missing"] == ["deepface"] and record["eta"] == 0.5

@@ -17,8 +17,12 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._common import UserError, add_config_arguments, config_from_args
+
+if TYPE_CHECKING:
+    from ..run_dir import Summary
 
 #: a CLIP-similarity class is accepted at this probability (softmax over the 7 classes) or more
 MIN_CLIP_PROBABILITY = 0.5
@@ -89,9 +93,9 @@ def resolve_expression(text: str, config):
         return ExpressionMatch(text, near.emotion, near.probability, "clip text similarity", evidence)
 
 
-def _generate_one(args, config, out: Path, match) -> dict:
+def _generate_one(args, config, out: Path, match) -> Summary:
     from ..generate import generate
-    from ..runtime import write_json_atomic
+    from ..run_dir import write_summary
 
     try:
         summary = generate(args.photos, config, out, resume=args.resume, progress=sys.stderr.isatty(),
@@ -100,37 +104,37 @@ def _generate_one(args, config, out: Path, match) -> dict:
         print(f"sie3d generate: interrupted; continue with: sie3d generate ... --out {args.out} --resume",
               file=sys.stderr)
         raise
-    summary["expression_match"] = match.as_dict()
-    write_json_atomic(out / "summary.json", summary)
+    summary.expression_match = match.as_dict()
+    write_summary(out, summary)
     return summary
 
 
-def _print_identity(summary: dict, out: Path) -> None:
-    frontal = summary["frontal"]
+def _print_identity(summary: Summary, out: Path) -> None:
+    frontal = summary.frontal
     print(f"avatar: {out}/avatar.ply  turntable: {out}/turntable.mp4")
-    if frontal.get("face_found"):
-        print(f"identity (dlib distance, photo vs frontal render): {frontal['dlib_distance']:.3f} "
-              f"({'same person' if frontal['dlib_distance'] < 0.6 else 'NOT the same person'} by dlib's 0.6 rule)")
+    if frontal.face_found:
+        print(f"identity (dlib distance, photo vs frontal render): {frontal.dlib_distance:.3f} "
+              f"({'same person' if frontal.dlib_distance < 0.6 else 'NOT the same person'} by dlib's 0.6 rule)")
     else:
         print("no face detected in the frontal render")
 
 
-def sweep_record(eta: float, run_dir: Path, summary: dict, emotion: str) -> dict:
+def sweep_record(eta: float, run_dir: Path, summary: Summary, emotion: str) -> dict:
     """One η of a sweep: every classifier's p(target class) on the frontal render, and its landmarks."""
-    frontal = summary.get("frontal", {})
+    frontal = summary.frontal
     return {"eta": eta, "run_dir": str(run_dir),
-            "p_target": {k[len("emotion_"):]: v[emotion] for k, v in frontal.items() if k.startswith("emotion_")},
-            "landmarks": frontal.get("landmarks"),
-            "classifiers_missing": sorted(summary.get("classifiers_missing", {}))}
+            "p_target": {name: probs[emotion] for name, probs in frontal.emotions.items()},
+            "landmarks": frontal.landmarks,
+            "classifiers_missing": sorted(summary.classifiers_missing)}
 
 
 def _sweep(args, config, etas: list[float], match) -> int:
     import imageio.v3 as iio
 
     from ..evaluation.ablations import is_generated, manifest_params_hash
-    from ..generate import load_summary
     from ..render.media import save_image, save_turntable
     from ..render.sequences import crossfade_sequence, labelled_strip
+    from ..run_dir import read_summary
     from ..runtime import write_json_atomic
 
     out = Path(args.out)
@@ -141,7 +145,7 @@ def _sweep(args, config, etas: list[float], match) -> int:
         if (is_generated(run_dir) and (run_dir / "summary.json").is_file()
                 and manifest_params_hash(run_dir) == run_config.params_hash()):
             print(f"[sweep] η={eta:g}: {run_dir} is finished with the same params, reused")
-            summary = load_summary(run_dir)
+            summary = read_summary(run_dir)
         else:
             print(f"[sweep] η={eta:g}: {run_dir}")
             summary = _generate_one(args, run_config, run_dir, match)
