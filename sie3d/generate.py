@@ -80,7 +80,8 @@ def export(trainer: AvatarTrainer, out: Path) -> Exported:
     save_spz(final.to("cpu"), out / AVATAR_SPZ)
 
     backend = config.render.backend
-    frontal, frontal_photo = (render_views(s, [0.0], EVAL_RESOLUTION, cams, backend=backend)[0] for s in (final, at_photo))
+    frontal, frontal_photo = (render_views(s, [0.0], EVAL_RESOLUTION, cams, backend=backend)[0]
+                              for s in (final, at_photo))
     save_image(frontal, out / FRONTAL_RENDER)
     save_image(frontal_photo, out / FRONTAL_PHOTO_EXPRESSION)
     azimuths = np.linspace(-180.0, 180.0, config.eval.n_views, endpoint=False) + 180.0 / config.eval.n_views

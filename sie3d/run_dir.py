@@ -183,7 +183,8 @@ class FaceReading:
     Attributes:
         face_found: whether dlib found a face (None: not asked, the photo's face is given).
         dlib_distance, dlib_cosine: 128-d dlib descriptor distance / cosine to the photo's (None: not measured).
-        landmarks: expression measures of the 68 landmarks, inter-ocular units (:func:`sie3d.face.landmarks.expression_measures`).
+        landmarks: expression measures of the 68 landmarks, inter-ocular units
+            (:func:`sie3d.face.landmarks.expression_measures`).
         emotions: classifier name -> {emotion class: probability}.
     """
 
