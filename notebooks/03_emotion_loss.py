@@ -49,11 +49,12 @@ from matplotlib.patches import Rectangle
 from sie3d.config import load_config
 from sie3d.face.adversarial import face_region, loss_landscape, optimise_pixels
 from sie3d.face.detect import FaceWarning, detect_faces, select_face
-from sie3d.face.emotion import (CLASSIFIER_MODELS, CLASSIFIERS, EMOTIONS, ORIGINAL_PIPELINES, classify_face,
-                                classify_face_original, emotion_box, emotion_loss, image_to_tensor,
-                                load_emotion_classifier, neutrality_score)
+from sie3d.face.emotion import (EMOTION_CLASSIFIERS, ORIGINAL_PIPELINES, classify_face, classify_face_original,
+                                emotion_box, emotion_loss, image_to_tensor, load_emotion_classifier,
+                                neutrality_score)
 from sie3d.face.landmarks import expression_measures, landmarks_68
 from sie3d.runtime import seed_everything
+from sie3d.vocabulary import EMOTIONS
 from sie3d.weights import is_available
 
 config = load_config(params_file, *extra_params, overrides=overrides)
@@ -109,11 +110,12 @@ fig.savefig(out_dir / "faces.png", dpi=80, bbox_inches="tight")
 # DeepFace packages themselves do (Haar box, OpenCV resize of a uint8 crop).
 
 # %%
-classifiers = {name: load_emotion_classifier(name) for name in CLASSIFIERS if is_available(CLASSIFIER_MODELS[name])}
-missing = [n for n in CLASSIFIERS if n not in classifiers]
+weight_models = {name: network.weights_model for name, network in EMOTION_CLASSIFIERS.items()}
+classifiers = {name: load_emotion_classifier(name) for name, model in weight_models.items() if is_available(model)}
+missing = [n for n in weight_models if n not in classifiers]
 if missing:
     print(f"not cached here (needs the network): {', '.join(missing)}; "
-          f"fetch with `sie3d weights download {' '.join(CLASSIFIER_MODELS[m] for m in missing)}`")
+          f"fetch with `sie3d weights download {' '.join(weight_models[m] for m in missing)}`")
 readings = {}
 for name, classifier in classifiers.items():
     readings[f"{name}: our crop (dlib box)"] = classify_face(classifier, photo, face.box, margin)

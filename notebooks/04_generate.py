@@ -77,9 +77,9 @@ from sie3d.diffusion.conditioning import build_conditioning, cosine_similarity_m
 from sie3d.diffusion.prior import DiffusionPrior
 from sie3d.evaluation import report
 from sie3d.face.detect import FaceWarning, detect_faces, select_face
-from sie3d.generate import configure
 from sie3d.images import load_photo, sample_portrait
 from sie3d.render.media import save_image
+from sie3d.request import resolve_request
 from sie3d.run_dir import read_summary
 from sie3d.runtime import resolve_device
 from sie3d.subject import make_subject
@@ -118,16 +118,18 @@ if not photo:  # the batch workers read their photos from files
     photo_file = save_image(photos[0], out_dir / "inputs" / "astronaut.png")
 person = Person("astronaut" if not photo else Path(photo).stem, (Path(photo or photo_file).resolve(),))
 params = tuple(Path(f).resolve() for f in (params_file, *extra_params))
-grid = [BatchRun(name, out_dir / name, person, "full", expression, None, accessory_text or None, params,
-                 tuple(run_overrides)) for name, (expression, accessory_text) in requests.items()]
+# each request resolved as `sie3d generate --expression ... --accessory ...` resolves it
+grid = [BatchRun(name, out_dir / name, person, "full", resolve_request(expression, None, accessory_text or None,
+                                                                       config), params, tuple(run_overrides))
+        for name, (expression, accessory_text) in requests.items()]
 people_requests = {}
 portraits = {name: sample_portrait(name) for name in more_people}
 for name, portrait in portraits.items():
     other = Person(name, (save_image(portrait, out_dir / "inputs" / f"{name}.png").resolve(),))
     for expression in ("neutral", "surprise"):
         people_requests[f"{name}_{expression}"] = expression
-        grid.append(BatchRun(f"{name}_{expression}", out_dir / f"{name}_{expression}", other, "full", expression,
-                             None, None, params, tuple(run_overrides)))
+        grid.append(BatchRun(f"{name}_{expression}", out_dir / f"{name}_{expression}", other, "full",
+                             resolve_request(expression, config=config), params, tuple(run_overrides)))
 
 start = time.perf_counter()
 quiet = logging.getLogger("sie3d.notebooks.generate").info  # per-run lines; numbers are read back below
@@ -304,7 +306,7 @@ for name, (run_dir, _) in runs.items():
 if accessory:
     prior = DiffusionPrior.from_config(config, torch.device("cpu"))
     identity = torch.as_tensor(subject.identity, dtype=torch.float32)
-    base = build_conditioning(prior, identity, configure(config, expression="neutral", accessory="").conditioning)
+    base = build_conditioning(prior, identity, resolve_request("neutral", accessory="").apply(config).conditioning)
     variants = [base, base.retarget(accessory=accessory), base.retarget(expression="surprise")]
     for view in ("front", "side", "back"):
         similarity = cosine_similarity_matrix([c.final(view) for c in variants])

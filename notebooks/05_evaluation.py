@@ -28,8 +28,8 @@
 # **ID** ↑, the cosine similarity of face-recognition embeddings (CosFace) of photo and renders, and
 # **NPS** ↓, the *neutrality preservation score* $\frac{1}{N}\sum_i -\ln p_{neutral}(\text{render}_i)$
 # under DeepFace's emotion classifier. Here `sie3d.generate` builds each avatar,
-# `sie3d.evaluation.evaluate` measures it and `sie3d.evaluation.ablations.run_ablations` holds the grid
-# together, reusing finished runs. What differs from the paper's measurement, and why, is stated next to
+# `sie3d.evaluation.evaluate` measures it and the batch engine (`sie3d.batch.engine.run_batch`, here
+# serially in this process) runs the grid `sie3d.batch.manifest.ablation_spec` builds, reusing finished runs. What differs from the paper's measurement, and why, is stated next to
 # every number.
 
 # %% tags=["parameters", "hide-input"]
@@ -53,9 +53,11 @@ import torch
 from IPython.display import Markdown, display
 from myst_nb import glue
 
+from sie3d.batch.engine import EVALUATION_DIR, evaluate_grid, run_batch
+from sie3d.batch.manifest import ablation_spec
 from sie3d.config import load_config
 from sie3d.evaluation import ablation_report, report
-from sie3d.evaluation.ablations import ABLATIONS, paper_rows, run_ablations
+from sie3d.evaluation.ablations import ABLATIONS, paper_rows
 from sie3d.evaluation.paper_tables import TABLE1, TABLE2, comparison_bar_plot, comparison_markdown
 from sie3d.evaluation.run_files import FRONTAL_RENDER, read_run
 from sie3d.face.detect import FaceWarning
@@ -102,12 +104,16 @@ print("same grid from the shell: sie3d ablations " + " ".join(str(p) for p in id
 start = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FaceWarning)  # the astronaut's suit holds a weak second "face" (page 03)
-    study = run_ablations(identities, expressions, presets, grid_root, iterations=run_iterations,
-                          overrides=overrides, log=lambda line: None)
-evaluation = study.evaluation
+    spec = ablation_spec(identities, expressions, presets, grid_root, overrides=[
+        *overrides, *([f"train.iterations={run_iterations}"] if run_iterations else [])])
+    cells = spec.runs()
+    study = run_batch(cells, spec.out, evaluate_fn=evaluate_grid, progress=False, log=lambda line: None,
+                      serial=True)
+study.raise_for_failures()
+evaluation, evaluation_dir = study.evaluation, spec.out / EVALUATION_DIR
 print(f"grid done in {time.perf_counter() - start:.0f} s: " + ", ".join(
-    f"{r.ablation} {r.status} ({read_summary(r.run_dir).wall_seconds:.0f} s)"
-    for r in study.runs))
+    f"{c.ablation} {o.status} ({read_summary(c.run_dir).wall_seconds:.0f} s)"
+    for c, o in zip(cells, study.outcomes)))
 
 # %% [markdown]
 # ## The metrics
@@ -124,7 +130,7 @@ print(f"grid done in {time.perf_counter() - start:.0f} s: " + ", ".join(
 display(Markdown(ablation_report.metrics_table(evaluation, labels, config.models.emotion_loss_classifier,
                                       config.models.emotion_eval_classifier)))
 display(Markdown(ablation_report.metrics_notes(evaluation)))
-print(f"full tables (per run, KID, classifier predictions): {study.evaluation_dir}/metrics.md, runs.csv, "
+print(f"full tables (per run, KID, classifier predictions): {evaluation_dir}/metrics.md, runs.csv, "
       "groups.csv, evaluation.json")
 
 # %% [markdown]
@@ -153,8 +159,8 @@ fig.savefig(out_dir / "paper_vs_ours.png", dpi=80, bbox_inches="tight")
 # loss moves only these), and the loss classifier's and the held-out one's reading of the frontal render.
 
 # %% tags=["hide-input"]
-run_files = {r.ablation: read_run(r.run_dir) for r in study.runs
-             if r.identity == photo_path.stem and r.expression == expressions[0]}
+run_files = {c.ablation: read_run(c.run_dir) for c in cells
+             if c.person.name == photo_path.stem and c.request.text == expressions[0]}
 per_run = {Path(r["run_dir"]): r for r in evaluation["runs"]}
 titles = {a: f"{labels[a]}\nID {report.fmt(per_run[f.run_dir]['identity']['frontal'], 2)}  "
              f"NPS {report.fmt(per_run[f.run_dir]['emotion']['loss']['nps'], 2)}" for a, f in run_files.items()}

@@ -60,9 +60,10 @@ from sie3d.batch.engine import run_batch
 from sie3d.batch.manifest import BatchRun, Person
 from sie3d.config import load_config
 from sie3d.face.detect import FaceWarning
-from sie3d.face.expression_text import UnknownExpression, match_words
+from sie3d.face.expression_text import UnknownExpression
 from sie3d.render.media import save_image
 from sie3d.render.sequences import labelled_strip
+from sie3d.request import resolve_request
 from sie3d.run_dir import read_summary
 from sie3d.train.finished import load_finished_avatar
 
@@ -75,20 +76,23 @@ out_dir.mkdir(parents=True, exist_ok=True)
 # %% [markdown]
 # ## Free text to the loss's class
 #
-# Each row is what `--expression TEXT` would do. A text with no emotion word (or a tie) is refused
-# with a one-line error that lists the classes, before any work starts.
+# Each row is what `--expression TEXT` would do (`sie3d.request.resolve_request`, which the batch
+# manifests and `sie3d ablations` call too). A text with no emotion word (or a tie) is refused with a
+# one-line error that lists the classes, before any work starts, unless the real prior's CLIP text
+# encoder places it confidently near one class.
 
 # %%
 rows = []
 for text in ["smiling broadly", "surprised", "furious", "crying softly", "terrified", "not happy at all",
              "wearing a hat"]:
     try:
-        match = match_words(text)
-        rows.append(f"| {text} | {match.emotion} | {match.score:.2f} | {', '.join(match.evidence)} |")
+        request = resolve_request(text, config=config)  # what `sie3d generate --expression TEXT` calls
+        rows.append(f"| {text} | {request.emotion} | {request.score:.2f} ({request.method}) | "
+                    f"{', '.join(request.match.evidence)} |")
     except UnknownExpression as exc:
         rows.append(f"| {text} | refused: *{str(exc).split(';')[0]}* | | |")
-display(Markdown("| text | class | score | words |\n|---|---|---|---|\n" + "\n".join(rows)))
-target_class = match_words(expression).emotion
+display(Markdown("| text | class | score (method) | evidence |\n|---|---|---|---|\n" + "\n".join(rows)))
+target_class = resolve_request(expression, config=config).emotion
 
 # %% [markdown]
 # ## An intensity sweep
@@ -99,8 +103,9 @@ target_class = match_words(expression).emotion
 photo_file = save_image(skimage.data.astronaut(), out_dir / "inputs" / "astronaut.png")
 person = Person("astronaut", (photo_file.resolve(),))
 params = tuple(Path(f).resolve() for f in (params_file, *extra_params))
-grid = [BatchRun(f"eta_{eta:g}", out_dir / f"eta_{eta:g}", person, "full", expression, float(eta), None, params,
-                 tuple(run_overrides)) for eta in intensities]
+grid = [BatchRun(f"eta_{eta:g}", out_dir / f"eta_{eta:g}", person, "full",
+                 resolve_request(expression, float(eta), config=config), params, tuple(run_overrides))
+        for eta in intensities]
 # a finished run made with other params (an edited preset) is made again
 batch = run_batch(grid, out_dir, evaluate_fn=None, progress=False, log=logging.getLogger("sie3d.notebooks").info,
                   replace_stale=True)

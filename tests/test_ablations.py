@@ -1,5 +1,5 @@
-"""Ablation deltas, the resumable ablation grid (with a fake generator, then one real run), the paper-table
-helpers."""
+"""Ablation deltas, the resumable ablation grid on the batch engine, serially in process (with a fake
+generator, then one real run), the paper-table helpers."""
 
 import json
 
@@ -10,14 +10,9 @@ from skimage.data import astronaut
 
 from sie3d.cli import main
 from sie3d.config import load_config
-from sie3d.evaluation.ablations import (
-    ABLATIONS,
-    ablation_label,
-    is_finished,
-    paper_rows,
-    run_ablation_grid,
-    run_ablations,
-)
+from sie3d.batch.engine import EVALUATION_DIR, BatchError, evaluate_grid, run_batch
+from sie3d.batch.manifest import ManifestError, ablation_spec
+from sie3d.evaluation.ablations import ABLATIONS, ablation_label, paper_rows
 from sie3d.evaluation.paper_tables import (
     TABLE1,
     TABLE2,
@@ -28,7 +23,7 @@ from sie3d.evaluation.paper_tables import (
     markdown_table,
 )
 from sie3d.render.media import save_image
-from sie3d.run_dir import RunDir, read_summary
+from sie3d.run_dir import SUMMARY_FILE, RunDir, is_finished, read_summary
 
 matplotlib.use("Agg")
 
@@ -65,92 +60,113 @@ def test_each_delta_changes_exactly_its_key(repo_root, preset):
 
 
 def _fake_generator(calls, finish=True):
-    def generate(config, photo, run_dir, info):
-        calls.append((info["ablation"], info["identity"], config.conditioning.expression, photo.name))
-        run = RunDir.create(run_dir, config, extra=info)
+    """Stands in for sie3d.generate.generate as the engine's run function: a manifest and a summary."""
+    def generate(run, config, resume, models, log):
+        calls.append((run.ablation, run.person.name, config.conditioning.expression, run.person.photos[0].name))
+        run_dir = RunDir.create(run.run_dir, config, extra=run.info())
         if finish:
-            run.finish()
+            (run.run_dir / SUMMARY_FILE).write_text("{}")
+            run_dir.finish()
 
     return generate
 
 
 def _fake_evaluator(calls):
-    def evaluate(run_dir):
-        calls.append(run_dir)
-        (run_dir / "metrics.json").write_text(json.dumps({"run": str(run_dir)}))
+    def evaluate(run_dirs, out_dir):
+        calls.extend(run_dirs)
+        for run_dir in run_dirs:
+            (run_dir / "metrics.json").write_text(json.dumps({"run": str(run_dir)}))
 
     return evaluate
 
 
+def _photos(tmp_path, *names):
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"not decoded by the fake generator")
+    return [tmp_path / name for name in names]
+
+
+def _grid(photos, expressions, preset, out, generate_fn, evaluate_fn, ablations, overrides=()):
+    spec = ablation_spec(photos, expressions, [preset], out, ablations, overrides)
+    return run_batch(spec.runs(), spec.out, run_fn=generate_fn, evaluate_fn=evaluate_fn, progress=False,
+                     log=lambda line: None, serial=True)
+
+
 def test_grid_generates_everything_once_then_skips_finished_runs(tmp_path, repo_root):
-    photos = [tmp_path / "alice.png", tmp_path / "bob.jpg"]
+    photos = _photos(tmp_path, "alice.png", "bob.jpg")
     preset = repo_root / "params/quick.yaml"
-    ablations = ABLATIONS[:3]
+    ablations = [name for name, _, _ in ABLATIONS[:3]]
     generated, evaluated = [], []
-    grid = run_ablation_grid(photos, ["neutral", "happy"], preset, tmp_path / "grid",
-                             _fake_generator(generated), _fake_evaluator(evaluated), ablations=ablations)
-    assert len(grid) == len(generated) == len(evaluated) == 3 * 2 * 2
-    assert {g.status for g in grid} == {"generated"}
+    grid = _grid(photos, ["neutral", "happy"], preset, tmp_path / "grid", _fake_generator(generated),
+                 _fake_evaluator(evaluated), ablations)
+    assert len(grid.outcomes) == len(generated) == len(evaluated) == 3 * 2 * 2
+    assert {g.status for g in grid.outcomes} == {"generated"}
     assert ("no_emotion_loss", "bob", "happy", "bob.jpg") in generated
     run = tmp_path / "grid" / "no_emotion_loss" / "bob__happy"
-    assert is_finished(run)
+    assert is_finished(run) and (run / "metrics.json").is_file()
     assert load_config(run / "config.yaml").loss.lambda_emotion == 0.0
     assert json.loads((run / "manifest.json").read_text())["ablation"] == "no_emotion_loss"
 
-    # second pass: nothing to do
+    # second pass: nothing to generate (the evaluation is redone over every finished run)
     generated.clear()
     evaluated.clear()
-    grid = run_ablation_grid(photos, ["neutral", "happy"], preset, tmp_path / "grid",
-                             _fake_generator(generated), _fake_evaluator(evaluated), ablations=ablations)
-    assert generated == [] and evaluated == [] and {g.status for g in grid} == {"skipped"}
+    grid = _grid(photos, ["neutral", "happy"], preset, tmp_path / "grid", _fake_generator(generated),
+                 _fake_evaluator(evaluated), ablations)
+    assert generated == [] and {g.status for g in grid.outcomes} == {"skipped"} and len(evaluated) == 12
 
-    # an unevaluated run is only evaluated; a crashed one (status "running") is generated again
-    (tmp_path / "grid/full/alice__happy/metrics.json").unlink()
+    # a crashed run (status "running") is generated again
     manifest = tmp_path / "grid/no_semantic_embedding/bob__neutral/manifest.json"
     data = json.loads(manifest.read_text())
     data["status"] = "running"
     manifest.write_text(json.dumps(data))
-    grid = run_ablation_grid(photos, ["neutral", "happy"], preset, tmp_path / "grid",
-                             _fake_generator(generated), _fake_evaluator(evaluated), ablations=ablations)
+    grid = _grid(photos, ["neutral", "happy"], preset, tmp_path / "grid", _fake_generator(generated),
+                 _fake_evaluator(evaluated), ablations)
     assert generated == [("no_semantic_embedding", "bob", "neutral", "bob.jpg")]
-    assert sorted(p.name for p in evaluated) == ["alice__happy", "bob__neutral"]
-    statuses = {(g.ablation, g.identity, g.expression): g.status for g in grid}
-    assert statuses[("full", "alice", "happy")] == "evaluated"
-    assert statuses[("no_semantic_embedding", "bob", "neutral")] == "generated"
-    assert list(statuses.values()).count("skipped") == 10
+    statuses = {o.name: o.status for o in grid.outcomes}
+    assert statuses["no_semantic_embedding/bob__neutral"] == "generated"
+    assert list(statuses.values()).count("skipped") == 11
 
 
 def test_grid_errors(tmp_path, repo_root):
     preset = repo_root / "params/quick.yaml"
-    with pytest.raises(ValueError, match="distinct file names"):
-        run_ablation_grid([tmp_path / "a/x.png", tmp_path / "b/x.png"], ["neutral"], preset, tmp_path,
-                          _fake_generator([]), _fake_evaluator([]))
-    with pytest.raises(RuntimeError, match="not 'finished'"):
-        run_ablation_grid([tmp_path / "x.png"], ["neutral"], preset, tmp_path / "grid",
-                          _fake_generator([], finish=False), _fake_evaluator([]), ablations=ABLATIONS[:1])
-    with pytest.raises(RuntimeError, match="did not write metrics.json"):
-        run_ablation_grid([tmp_path / "y.png"], ["neutral"], preset, tmp_path / "grid2",
-                          _fake_generator([]), lambda run_dir: None, ablations=ABLATIONS[:1])
+    with pytest.raises(ManifestError, match="distinct names"):
+        ablation_spec(_photos(tmp_path, "a/x.png", "b/x.png"), ["neutral"], [preset], tmp_path)
+    with pytest.raises(ManifestError, match="unknown ablation"):
+        ablation_spec(_photos(tmp_path, "x.png"), ["neutral"], [preset], tmp_path, ["no_ism"])
+    grid = _grid(_photos(tmp_path, "x.png"), ["neutral"], preset, tmp_path / "grid", _fake_generator([], finish=False),
+                 _fake_evaluator([]), ["full"])
+    assert [o.status for o in grid.outcomes] == ["failed"] and "not 'finished'" in grid.failed[0].error
     with pytest.raises(KeyError, match="unknown ablation"):
         ablation_label("no_ism")
 
 
 def test_grid_refuses_finished_runs_made_with_other_params(tmp_path, repo_root):
     preset = repo_root / "params/quick.yaml"
-    photos = [tmp_path / "x.png"]
-    run_ablation_grid(photos, ["neutral"], preset, tmp_path / "grid", _fake_generator([]), _fake_evaluator([]),
-                      ablations=ABLATIONS[:1])
+    photos = _photos(tmp_path, "x.png")
+    _grid(photos, ["neutral"], preset, tmp_path / "grid", _fake_generator([]), _fake_evaluator([]), ["full"])
     generated = []
-    with pytest.raises(ValueError, match="generated with other params .* delete it or choose another"):
-        run_ablation_grid(photos, ["neutral"], preset, tmp_path / "grid", _fake_generator(generated),
-                          _fake_evaluator([]), ablations=ABLATIONS[:1], overrides=["train.iterations=7"])
+    with pytest.raises(BatchError, match="generated with other params .* delete it or choose another"):
+        _grid(photos, ["neutral"], preset, tmp_path / "grid", _fake_generator(generated), _fake_evaluator([]),
+              ["full"], overrides=["train.iterations=7"])
     assert generated == []
 
 
-def test_run_ablations_checks_every_photo_before_any_run(tmp_path, repo_root):
+def test_grid_resolves_free_text_as_generate_does(tmp_path, repo_root):
+    spec = ablation_spec(_photos(tmp_path, "x.png"), ["smiling broadly"], [repo_root / "params/quick.yaml"],
+                         tmp_path / "grid", ["full"])
+    (run,) = spec.runs()
+    assert run.name == "full/x__smiling broadly" and run.request.method == "word list"
+    conditioning = run.config().conditioning
+    assert (conditioning.expression, conditioning.expression_class) == ("smiling broadly", "happy")
+    with pytest.raises(ManifestError, match="unknown emotion 'smug'.*surprise"):
+        ablation_spec(_photos(tmp_path, "x.png"), ["smug"], [repo_root / "params/quick.yaml"], tmp_path / "grid")
+
+
+def test_grid_checks_every_photo_before_any_run(tmp_path, repo_root):
     present = save_image(astronaut()[:64, :64], tmp_path / "present.png")
-    with pytest.raises(FileNotFoundError, match="missing.png"):
-        run_ablations([present, tmp_path / "missing.png"], ["neutral"], repo_root / "params/quick.yaml",
+    with pytest.raises(ManifestError, match="missing.png"):
+        ablation_spec([present, tmp_path / "missing.png"], ["neutral"], [repo_root / "params/quick.yaml"],
                       tmp_path / "grid")
     assert not (tmp_path / "grid").exists()
 
@@ -171,18 +187,20 @@ def one_torch_thread():
 
 @pytest.mark.slow  # 18 s alone on 2 cores, 50 s when the cores are shared
 @pytest.mark.filterwarnings("ignore::sie3d.face.detect.FaceWarning")  # the astronaut's suit: a 2nd weak "face"
-def test_run_ablations_generates_evaluates_and_reuses_real_runs(tmp_path, repo_root, capsys,
-                                                                 one_torch_thread):
-    """One real quick-preset ablation cell (2 iterations), evaluated offline; then reused by the CLI."""
+def test_the_ablation_grid_generates_evaluates_and_reuses_real_runs(tmp_path, repo_root, capsys,
+                                                                    one_torch_thread):
+    """One real quick-preset ablation cell (2 iterations) run serially by the engine, evaluated offline;
+    then reused by the CLI."""
     photo = save_image(astronaut(), tmp_path / "photos" / "astronaut.png")
     out = tmp_path / "grid"
     lines = []
-    study = run_ablations([photo], ["neutral"], repo_root / "params/quick.yaml", out, iterations=2,
-                          ablations=[a for a in ABLATIONS if a[0] == "no_emotion_loss"], overrides=TINY,
-                          log=lines.append)
+    spec = ablation_spec([photo], ["neutral"], [repo_root / "params/quick.yaml"], out, ["no_emotion_loss"],
+                         [*TINY, "train.iterations=2"])
+    study = run_batch(spec.runs(), spec.out, evaluate_fn=evaluate_grid, progress=False, log=lines.append,
+                      serial=True)
     run_dir = out / "no_emotion_loss" / "astronaut__neutral"
-    assert [(r.ablation, r.status, r.run_dir) for r in study.runs] == [("no_emotion_loss", "generated", run_dir)]
-    assert study.run_dir("no_emotion_loss", "astronaut", "neutral") == run_dir
+    assert [(o.name, o.status, o.run_dir) for o in study.outcomes] == [
+        ("no_emotion_loss/astronaut__neutral", "generated", str(run_dir))]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["ablation"] == "no_emotion_loss"
     config = load_config(run_dir / "config.yaml")
@@ -193,7 +211,7 @@ def test_run_ablations_generates_evaluates_and_reuses_real_runs(tmp_path, repo_r
     assert metrics["group"] == "no_emotion_loss" and metrics["n_renders"] == 1 + config.eval.n_views
     assert metrics["identity"]["model"] == "sface" and metrics["emotion"]["loss"]["classifier"] == "fer"
     assert metrics["identity_conditioning"]["model"] == "dlib" and metrics["emotion"]["held_out"]["classifier"] == "faceapi"
-    assert study.evaluation_dir == out / "evaluation"
+    assert spec.out / EVALUATION_DIR == out / "evaluation"
     assert [g["group"] for g in study.evaluation["groups"]] == ["no_emotion_loss"]
     assert "w/o perceptual expression loss" in [r.method for r in paper_rows(study.evaluation)[0]]
     assert (out / "evaluation" / "metrics.md").is_file()
@@ -215,10 +233,9 @@ def test_run_ablations_generates_evaluates_and_reuses_real_runs(tmp_path, repo_r
     data["status"] = "interrupted"
     (run_dir / "manifest.json").write_text(json.dumps(data))
     lines.clear()
-    study = run_ablations([photo], ["neutral"], repo_root / "params/quick.yaml", out, iterations=2,
-                          ablations=[a for a in ABLATIONS if a[0] == "no_emotion_loss"], overrides=TINY,
-                          log=lines.append)
-    assert [r.status for r in study.runs] == ["generated"]
+    study = run_batch(spec.runs(), spec.out, evaluate_fn=evaluate_grid, progress=False, log=lines.append,
+                      serial=True)
+    assert [o.status for o in study.outcomes] == ["resumed"]
     assert any("(resuming)" in line for line in lines) and any("resumed from" in line for line in lines)
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "finished"
 

@@ -122,7 +122,7 @@ def fake_generate(run, config, resume, models, log):
         for iteration in range(start + 1, ITERATIONS + 1):
             (run.run_dir / "checkpoints").mkdir(exist_ok=True)
             (run.run_dir / "checkpoints" / f"ckpt_{iteration:06d}").write_text("")
-            if iteration == 2 and run.expression == "happy" and (run.run_dir.parents[1] / STOP_MARKER).exists():
+            if iteration == 2 and run.request.text == "happy" and (run.run_dir.parents[1] / STOP_MARKER).exists():
                 if run.person.name == "alice":
                     os._exit(1)
                 raise RuntimeError("stopped at iteration 2")
@@ -147,7 +147,8 @@ def _calls(run) -> list[int]:
 
 
 def test_grid_stopped_part_way_resumes_and_isolates_a_bad_photo(ray_session, tmp_path, repo_root):
-    from sie3d.batch.engine import BATCH_JSON, is_finished, run_batch
+    from sie3d.batch.engine import BATCH_JSON, run_batch
+    from sie3d.run_dir import is_finished
 
     for name in ("alice.png", "bob.png", "broken.png"):
         _touch_photo(tmp_path / "photos" / name)

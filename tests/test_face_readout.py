@@ -7,12 +7,12 @@ import torch
 from skimage.data import astronaut
 
 from sie3d.face.detect import detect_faces, select_face
-from sie3d.face.emotion import CLASSIFIER_MODELS, EMOTIONS
 from sie3d.face.readout import FaceReadout, back_of_head_colour, dlib_descriptor, view_faces
+from sie3d.vocabulary import EMOTIONS
 from sie3d.weights import is_available
 
 
-@pytest.mark.skipif(not is_available(CLASSIFIER_MODELS["fer"]), reason="fer-emotion not cached")
+@pytest.mark.skipif(not is_available("fer-emotion"), reason="fer-emotion not cached")
 def test_reading_of_a_photo_and_of_a_faceless_image():
     photo = astronaut()
     face = select_face(detect_faces(photo, "dlib"))

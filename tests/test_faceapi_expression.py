@@ -12,9 +12,10 @@ import pytest
 import skimage.data
 import torch
 
-from sie3d.face.emotion import EMOTIONS, classify_face, load_emotion_classifier
+from sie3d.face.emotion import classify_face, load_emotion_classifier
 from sie3d.face.faceapi_expression import FACEAPI_CLASSES, MANIFEST, MEAN_RGB, FaceApiExpressionNet
 from sie3d.face.tfjs_weights import read_tfjs_weights
+from sie3d.vocabulary import EMOTIONS
 from sie3d.weights import is_available, model_path
 
 needs_faceapi = pytest.mark.skipif(not is_available("faceapi-expression"),

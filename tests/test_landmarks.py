@@ -72,3 +72,30 @@ def test_astronaut_landmarks_show_her_smile():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dlib's weak second detection on the suit
         assert np.allclose(landmarks_68(image), points)  # face=None detects the same face
+
+
+def test_mediapipe_source_reads_dlibs_68_points_off_the_mesh():
+    """A photo not used to choose MEDIAPIPE_TO_68 (the astronaut turned 12° and scaled by 0.8): the
+    mesh's 68 points lie near dlib's and give the same expression measures (inter-ocular units)."""
+    import cv2
+
+    from sie3d.face.landmarks import MEDIAPIPE_TO_68, face_frame
+
+    photo = skimage.data.astronaut()
+    h, w = photo.shape[:2]
+    turned = cv2.warpAffine(photo, cv2.getRotationMatrix2D((w / 2, h / 3), 12, 0.8), (w, h),
+                            borderMode=cv2.BORDER_REFLECT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        face = max(detect_faces(turned, "dlib"), key=lambda f: f.score)
+    dlib_points = landmarks_68(turned, face, source="dlib")
+    mesh_points = landmarks_68(turned, face, source="mediapipe")
+    assert mesh_points.shape == (68, 2) and len(set(MEDIAPIPE_TO_68)) == 68
+    iod = face_frame(dlib_points)[2]
+    error = np.linalg.norm(mesh_points - dlib_points, axis=1) / iod
+    assert error.mean() < 0.08 and error[17:].max() < 0.15  # jaw aside: brows, eyes, nose, lips
+    ours, theirs = expression_measures(mesh_points), expression_measures(dlib_points)
+    for name in MEASURES:
+        assert abs(ours[name] - theirs[name]) < 0.08, (name, ours[name], theirs[name])
+    with pytest.raises(ValueError, match="mediapipe"):
+        landmarks_68(turned, face, source="openpose")  # names the valid ones

@@ -1,4 +1,5 @@
-"""The package layout: imports point one way through the pipeline stages, and modules stay small.
+"""The package layout: imports point one way through the pipeline stages, only the CLI imports
+``sie3d.commands``, and modules stay small (at most 400 lines).
 
 Every ``import`` in ``sie3d`` (module level and inside functions) is read with :mod:`ast`. A module
 may import from its own stage or from a stage of lower rank; stages of equal rank (face, diffusion,
@@ -11,19 +12,20 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sie3d"
-MAX_LINES = 450  # "no module over ~400 lines"
+MAX_LINES = 400  # "no module over ~400 lines"
 
 #: stage -> rank; a stage is a top-level module or subpackage of sie3d (or one named module)
 RANKS: dict[str, float] = {
-    "sie3d": 0, "config": 0, "runtime": 0, "run_dir": 0, "weights": 0, "images": 0,
+    "sie3d": 0, "config": 0, "config_args": 0, "registry": 0, "vocabulary": 0, "runtime": 0, "run_dir": 0,
+    "weights": 0, "images": 0,
     "face": 1, "diffusion": 1, "render": 1,
+    "request": 1.5,  # free text -> emotion class, η, accessory (word list in face, CLIP in diffusion)
     "avatar": 2,
     "subject": 3,
     "train": 4,
     "generate": 5,
     "evaluation": 6,
     "batch": 7, "book": 7,
-    "commands._common": 7.2,  # the CLI's shared argument helpers, also used by the benchmarks
     "bench": 7.5,
     "commands": 8,
     "cli": 9,
@@ -132,6 +134,19 @@ def test_imports_point_down_the_pipeline():
 
 def test_no_import_cycles():
     assert find_cycle(import_graph()) is None
+
+
+def commands_imports_outside_the_cli(graph: dict[str, set[str]]) -> list[str]:
+    """Imports of ``sie3d.commands`` (or a module in it) by a module that is not the CLI."""
+    cli = ("sie3d.commands", "sie3d.cli")
+    return sorted(f"{source} -> {target}" for source, targets in graph.items() for target in targets
+                  if stage_of(target) == "commands" and not source.startswith(cli))
+
+
+def test_only_the_cli_imports_commands():
+    assert commands_imports_outside_the_cli({"sie3d.bench.ism": {"sie3d.commands._common"}}) == [
+        "sie3d.bench.ism -> sie3d.commands._common"]
+    assert commands_imports_outside_the_cli(import_graph()) == []
 
 
 def test_every_stage_says_what_it_owns_and_may_import():

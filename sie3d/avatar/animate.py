@@ -6,7 +6,8 @@ coefficient vector ``c`` ``[K]`` poses it: ``gaussians.to_world(template.deform(
 * turns a request ``EXPRESSION[:WEIGHT]`` into target coefficients (:func:`target_coefficients`):
   a component name of the template (``smile:0.6``, ``flame_expr_03:2``; several joined by ``,``),
   or an emotion text (``surprised``, ``"smiling broadly"``) mapped to a class by the word list of
-  :mod:`sie3d.face.expression_text` and then to :data:`BUILTIN_EMOTION_SHAPES` (built-in head only:
+  :mod:`sie3d.face.expression_text` and then to its FACS prototype, the table training uses
+  (:data:`sie3d.avatar.template.EXPRESSION_PROTOTYPES`; built-in head only:
   FLAME's PCA components have no emotion meaning, name them instead); the weight multiplies the
   coefficients (default 1);
 * interpolates linearly from the avatar's own coefficients to the target (:func:`morph_coefficients`)
@@ -28,18 +29,7 @@ from ..face.expression_text import UnknownExpression, match_words
 from ..render.media import render_views
 from ..render.splats import Splats
 from .gaussians import MeshGaussians
-from .template import BUILTIN_EXPRESSIONS, HeadTemplate
-
-#: emotion class -> built-in blendshape coefficients of a clear expression at weight 1
-BUILTIN_EMOTION_SHAPES: dict[str, dict[str, float]] = {
-    "neutral": {},
-    "happy": {"smile": 1.0, "mouth_open": 0.15, "eyes_wide": 0.1},
-    "surprise": {"mouth_open": 0.8, "brow_raise": 1.0, "eyes_wide": 1.0},
-    "sad": {"frown": 1.0, "brow_furrow": 0.4, "lips_pressed": 0.3},
-    "angry": {"brow_furrow": 1.0, "lips_pressed": 0.8, "frown": 0.3},
-    "disgust": {"frown": 0.6, "brow_furrow": 0.6, "lips_pressed": 0.4},
-    "fear": {"brow_raise": 0.8, "eyes_wide": 1.0, "mouth_open": 0.35, "frown": 0.4},
-}
+from .template import BUILTIN_EXPRESSIONS, EXPRESSION_PROTOTYPES, HeadTemplate
 
 
 def split_weight(spec: str) -> tuple[str, float]:
@@ -79,7 +69,7 @@ def target_coefficients(spec: str, template: HeadTemplate) -> tuple[torch.Tensor
         match = match_words(text)
     except UnknownExpression as exc:
         raise UnknownExpression(f"{exc}; or name blendshapes: {', '.join(names)}") from None
-    shape = BUILTIN_EMOTION_SHAPES[match.emotion]
+    shape = EXPRESSION_PROTOTYPES[match.emotion]
     coeffs = template.expression_coefficients(**{k: weight * v for k, v in shape.items()})
     return coeffs, f"{match.describe()} × {weight:g}"
 
@@ -88,7 +78,8 @@ def morph_coefficients(start: torch.Tensor, end: torch.Tensor, frames: int) -> t
     """``[T, K]`` linear path: frame i holds ``(1 − t)·start + t·end``, t = i / (T − 1) (T = 1: ``end``)."""
     if frames < 1:
         raise ValueError(f"a morph needs at least one frame, got {frames}")
-    t = torch.linspace(0.0, 1.0, frames, dtype=start.dtype) if frames > 1 else torch.ones(1, dtype=start.dtype)
+    t = (torch.linspace(0.0, 1.0, frames, dtype=start.dtype, device=start.device) if frames > 1
+         else torch.ones(1, dtype=start.dtype, device=start.device))
     return (1 - t)[:, None] * start[None] + t[:, None] * end.to(start)[None]
 
 

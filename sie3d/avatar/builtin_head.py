@@ -200,11 +200,11 @@ def builtin_head(shape: _HeadShape | None = None) -> HeadTemplate:
     for k in range(n):
         faces.append([ring_index(R - 1, k), ring_index(R - 1, k + 1), cap])
     faces = np.array(faces)
-    if signed_volume(torch.tensor(surface), torch.tensor(faces)) < 0:
+    if signed_volume(torch.tensor(surface, device="cpu"), torch.tensor(faces, device="cpu")) < 0:
         faces = faces[:, ::-1].copy()
 
     cavity_v, cavity_f = _mouth_cavity(shape)
-    if signed_volume(torch.tensor(cavity_v), torch.tensor(cavity_f)) < 0:
+    if signed_volume(torch.tensor(cavity_v, device="cpu"), torch.tensor(cavity_f, device="cpu")) < 0:
         cavity_f = cavity_f[:, ::-1].copy()
     vertices = np.concatenate([surface, cavity_v]).astype(np.float32)
     faces = np.concatenate([faces, cavity_f + len(surface)])

@@ -95,9 +95,10 @@ def fit_photo_expression(landmarks_68: np.ndarray, template, camera: Cameras, st
     def project(coeffs: torch.Tensor) -> torch.Tensor:
         return project_points(template.deform(coeffs)[index].float(), camera)[0]
 
-    coeffs = torch.zeros(template.num_expressions, requires_grad=True)
+    device = template.vertices.device
+    coeffs = torch.zeros(template.num_expressions, device=device, requires_grad=True)
     optimizer = torch.optim.Adam([coeffs], lr=lr)
-    rest = project(torch.zeros(template.num_expressions)).detach()
+    rest = project(torch.zeros(template.num_expressions, device=device)).detach()
     iod = float((rest[eyes[0]] - rest[eyes[1]]).norm()) if len(eyes) == 2 else float(camera.width) / 4
 
     def residual(target: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
@@ -106,7 +107,7 @@ def fit_photo_expression(landmarks_68: np.ndarray, template, camera: Cameras, st
     for _ in range(steps):
         with torch.no_grad():
             matrix = similarity_transform(photo, project(coeffs).numpy().astype(np.float64))
-        moved = torch.as_tensor(photo @ matrix[:, :2].T + matrix[:, 2], dtype=torch.float32)
+        moved = torch.as_tensor(photo @ matrix[:, :2].T + matrix[:, 2], dtype=torch.float32, device=device)
         loss = residual(project(coeffs), moved) + prior * (coeffs ** 2).sum()
         optimizer.zero_grad()
         loss.backward()
@@ -116,8 +117,9 @@ def fit_photo_expression(landmarks_68: np.ndarray, template, camera: Cameras, st
     coeffs = coeffs.detach()
     fitted = project(coeffs).detach()
     matrix = similarity_transform(photo, fitted.numpy().astype(np.float64))
-    moved = torch.as_tensor(photo @ matrix[:, :2].T + matrix[:, 2], dtype=torch.float32)
+    moved = torch.as_tensor(photo @ matrix[:, :2].T + matrix[:, 2], dtype=torch.float32, device=device)
     matrix_rest = similarity_transform(photo, rest.numpy().astype(np.float64))
-    moved_rest = torch.as_tensor(photo @ matrix_rest[:, :2].T + matrix_rest[:, 2], dtype=torch.float32)
+    moved_rest = torch.as_tensor(photo @ matrix_rest[:, :2].T + matrix_rest[:, 2], dtype=torch.float32,
+                                 device=device)
     return ExpressionFit(coeffs, matrix, float(residual(fitted, moved).sqrt()),
                          float(residual(rest, moved_rest).sqrt()), names, photo, fitted.numpy())

@@ -101,12 +101,13 @@ class MeshGaussians(nn.Module):
         self.register_buffer("faces", sub.faces, persistent=False)
 
         n_faces, per_face = sub.faces.shape[0], cfg.gaussians_per_face
-        face_ids = torch.arange(n_faces).repeat_interleave(per_face)
+        device = sub.vertices.device
+        face_ids = torch.arange(n_faces, device=device).repeat_interleave(per_face)
         centroid, rotation, k = face_frames(sub.vertices, sub.faces)
         if per_face == 1:
-            offsets = torch.zeros(n_faces, 3)
+            offsets = torch.zeros(n_faces, 3, device=device)
         else:  # uniform points on each triangle, expressed in its frame
-            u = torch.rand(len(face_ids), 2, generator=generator)
+            u = torch.rand(len(face_ids), 2, generator=generator, device="cpu").to(device)
             u = torch.where(u.sum(-1, keepdim=True) > 1, 1 - u, u)
             v0, v1, v2 = sub.vertices[sub.faces[face_ids]].unbind(1)
             points = v0 + u[:, :1] * (v1 - v0) + u[:, 1:] * (v2 - v0)
@@ -114,19 +115,21 @@ class MeshGaussians(nn.Module):
             offsets = local / k[face_ids, None]
         n = len(face_ids)
         tangential = math.log(cfg.init_scale_factor)
-        log_scales = torch.tensor([tangential, tangential, tangential + math.log(cfg.init_flatness)]).repeat(n, 1)
+        log_scales = torch.tensor([tangential, tangential, tangential + math.log(cfg.init_flatness)],
+                                  device=device).repeat(n, 1)
         if cfg.init_color == "template" and sub.init_colors is not None:
             colors = sub.init_colors[sub.faces[face_ids]].mean(1)
         else:
-            colors = torch.full((n, 3), 0.5)
+            colors = torch.full((n, 3), 0.5, device=device)
         region = sub.face_region[sub.faces[face_ids]].sum(-1) >= 2  # at least two of its three vertices
 
         self.params = nn.ParameterDict({
             "xyz": nn.Parameter(offsets),
             "color": nn.Parameter(torch.logit(colors.clamp(1e-3, 1 - 1e-3))),
-            "opacity": nn.Parameter(torch.full((n,), math.log(cfg.init_opacity / (1 - cfg.init_opacity)))),
+            "opacity": nn.Parameter(torch.full((n,), math.log(cfg.init_opacity / (1 - cfg.init_opacity)),
+                                                  device=device)),
             "scaling": nn.Parameter(log_scales),
-            "rotation": nn.Parameter(torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(n, 1)),
+            "rotation": nn.Parameter(torch.tensor([1.0, 0.0, 0.0, 0.0], device=device).repeat(n, 1)),
         })
         self.register_buffer("face_ids", face_ids)
         self.register_buffer("face_region", region)
@@ -253,7 +256,8 @@ class MeshGaussians(nn.Module):
         Adam moments of the opacity group cleared (as in 3DGS)."""
         logits = self.params["opacity"]
         with torch.no_grad():
-            capped = torch.minimum(logits, torch.logit(torch.tensor(max_opacity, dtype=logits.dtype)))
+            cap = torch.tensor(max_opacity, dtype=logits.dtype, device=logits.device)
+            capped = torch.minimum(logits, torch.logit(cap))
             if mask is not None:
                 capped = torch.where(mask, capped, logits)
             logits.copy_(capped)

@@ -207,7 +207,7 @@ def person_colours(template: HeadTemplate, photo: np.ndarray, mesh_points: np.nd
     skin = _patch_colour(photo, mesh_points[list(SKIN_POINTS), :2], max(1, int(0.06 * iod)))
     colours = template.init_colors.clone() if template.init_colors is not None else \
         torch.full_like(template.vertices, 0.5)
-    shift = torch.as_tensor(skin - np.array(base_skin), dtype=colours.dtype)
+    shift = torch.as_tensor(skin - np.array(base_skin), dtype=colours.dtype, device=colours.device)
     colours = (colours + shift).clamp(0, 1)
     info: dict = {"skin": skin.tolist(), "hair": None, "hair_vertices": 0}
     if hair.sum() < 50:  # no hair visible (bald, hat, or a failed mask): skin everywhere
@@ -246,6 +246,6 @@ def person_colours(template: HeadTemplate, photo: np.ndarray, mesh_points: np.nd
     lowest = -(lowest_render - K[1, 2]) / K[1, 1] * float(np.linalg.norm(centre))
     region = template.face_region.cpu().numpy()
     is_hair |= unseen & (vertices.numpy()[:, 1] >= lowest) & (vertices.numpy()[:, 2] < 0.35) & ~region
-    colours[torch.from_numpy(is_hair)] = torch.as_tensor(hair_colour, dtype=colours.dtype)
+    colours[torch.from_numpy(is_hair)] = torch.as_tensor(hair_colour, dtype=colours.dtype, device=colours.device)
     info.update(hair=hair_colour.tolist(), hair_vertices=int(is_hair.sum()), hair_lowest_y=float(lowest))
     return replace(template, init_colors=colours), info

@@ -80,7 +80,7 @@ def align_reference_view(photo: np.ndarray, fit: ExpressionFit, template, camera
     return ReferenceView(
         image=torch.from_numpy(warped).float() / 255.0,
         mask=torch.from_numpy(mask[..., None].astype(np.float32)),
-        background=torch.ones(3),
+        background=torch.ones(3, device="cpu"),
         matrix=matrix,
     )
 

@@ -131,7 +131,7 @@ class DensifyStrategy:
         # split: two children sampled from the parent's local Gaussian, scales shrunk
         idx = torch.nonzero(split).squeeze(-1).repeat(2)
         local_std = torch.exp(p["scaling"][idx])
-        noise = torch.randn(idx.numel(), 3, generator=self.generator).to(local_std) * local_std
+        noise = torch.randn(idx.numel(), 3, generator=self.generator, device="cpu").to(local_std) * local_std
         offsets = p["xyz"][idx] + (quat_to_rotmat(p["rotation"][idx]) @ noise[..., None]).squeeze(-1)
         children = {name: p[name][idx] for name in p}
         children["xyz"] = offsets

@@ -89,7 +89,7 @@ class HeadTemplate:
 
     def expression_coefficients(self, **named: float) -> torch.Tensor:
         """[K] coefficients from keyword names, e.g. ``expression_coefficients(smile=0.8)``."""
-        coeffs = torch.zeros(self.num_expressions)
+        coeffs = torch.zeros(self.num_expressions, device=self.vertices.device)
         for key, value in named.items():
             if key not in self.expression_names:
                 raise KeyError(f"unknown expression {key!r}; this template has {self.expression_names}")
@@ -116,7 +116,7 @@ class HeadTemplate:
         from ..render.cameras import project_points  # noqa: PLC0415 (cameras imports config only; keeps this module light)
 
         uv = project_points(self.vertices[self.face_region].detach().float(), camera)[0]
-        size = torch.tensor([camera.width, camera.height], dtype=uv.dtype)
+        size = torch.tensor([camera.width, camera.height], dtype=uv.dtype, device=uv.device)
         lo, hi = (uv.min(0).values / size).clamp(0, 1), (uv.max(0).values / size).clamp(0, 1)
         return torch.cat([lo, hi])
 

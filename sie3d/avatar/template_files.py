@@ -73,7 +73,7 @@ def _apply_sidecar(path: Path, region: torch.Tensor, landmarks: dict[str, int]):
     landmarks = {**landmarks, **{k: int(v) for k, v in data.get("landmarks", {}).items()}}
     if "face_region" in data:
         region = torch.zeros_like(region)
-        region[torch.as_tensor(data["face_region"], dtype=torch.long)] = True
+        region[torch.as_tensor(data["face_region"], dtype=torch.long, device=region.device)] = True
     return region, landmarks
 
 
@@ -119,11 +119,11 @@ def load_mesh_template(path: str | Path) -> HeadTemplate:
         faces = np.array([[p[0], p[j], p[j + 1]] for p in elements["face"][key] for j in range(1, len(p) - 1)])
     else:
         raise ValueError(f"template mesh {path} must be .obj or .ply")
-    verts, _ = normalize_head(torch.tensor(vertices, dtype=torch.float32))
+    verts, _ = normalize_head(torch.tensor(vertices, dtype=torch.float32, device="cpu"))
     region, landmarks = _apply_sidecar(path, *estimate_face_semantics(verts))
-    return HeadTemplate(vertices=verts, faces=torch.as_tensor(faces, dtype=torch.long), face_region=region,
-                        landmarks=landmarks, expression_names=[],
-                        expression_basis=torch.zeros(0, len(verts), 3), name=str(path))
+    return HeadTemplate(vertices=verts, faces=torch.as_tensor(faces, dtype=torch.long, device=verts.device),
+                        face_region=region, landmarks=landmarks, expression_names=[],
+                        expression_basis=torch.zeros(0, len(verts), 3, device=verts.device), name=str(path))
 
 
 # --------------------------------------------------------------------------- FLAME
@@ -216,15 +216,15 @@ def read_flame(path: str | Path) -> dict[str, np.ndarray]:
 def load_flame_template(path: str | Path, max_expressions: int = 100) -> HeadTemplate:
     """A template from a user-supplied FLAME model, with its expression components as the basis."""
     model = read_flame(path)
-    verts, scale = normalize_head(torch.tensor(model["v_template"], dtype=torch.float32))
+    verts, scale = normalize_head(torch.tensor(model["v_template"], dtype=torch.float32, device="cpu"))
     shapedirs = model["shapedirs"]
     if shapedirs.ndim != 3 or shapedirs.shape[:2] != model["v_template"].shape:
         raise ValueError(f"{path}: shapedirs must be [V, 3, S], got {list(shapedirs.shape)}")
     expr = shapedirs[:, :, FLAME_SHAPE_COMPONENTS:FLAME_SHAPE_COMPONENTS + max_expressions]
-    basis = torch.tensor(expr.transpose(2, 0, 1) * scale, dtype=torch.float32)
+    basis = torch.tensor(expr.transpose(2, 0, 1) * scale, dtype=torch.float32, device=verts.device)
     region, landmarks = _apply_sidecar(Path(path), *estimate_face_semantics(verts))
-    return HeadTemplate(vertices=verts, faces=torch.as_tensor(model["f"]), face_region=region, landmarks=landmarks,
-                        expression_names=[f"flame_expr_{i:02d}" for i in range(basis.shape[0])],
+    return HeadTemplate(vertices=verts, faces=torch.as_tensor(model["f"], device=verts.device), face_region=region,
+                        landmarks=landmarks, expression_names=[f"flame_expr_{i:02d}" for i in range(basis.shape[0])],
                         expression_basis=basis, name=f"FLAME ({path})")
 
 

@@ -1,15 +1,19 @@
-"""Run a grid of avatars on Ray: one actor per concurrent run, models kept loaded between runs.
+"""The one grid runner: every grid of avatars (``sie3d batch``, ``sie3d ablations``, η sweeps of
+``sie3d generate``, the notebooks' grids) runs here, on Ray or serially in this process.
 
-A run directory is *finished* when its manifest says ``finished`` and ``summary.json`` exists; a
-finished run made with the params asked for now is skipped, one made with other params stops the
-batch before any work (a table must not mix them). Every other listed run is given to a worker with
-``resume=True``: a run with checkpoints continues from the newest that loads, one without starts over.
-A failing run is recorded with its error and the others go on; a worker that dies is replaced.
+Callers build the cells (:class:`sie3d.batch.manifest.BatchRun`) and call :func:`run_batch`. Whether a
+run directory is finished, and may be reused for a cell's config, is :func:`sie3d.run_dir.reuse_for`'s
+call: a finished run made with the params asked for now is skipped, one made with other params stops
+the batch before any work (a table must not mix them). Every other listed run is given to a worker,
+resuming when it has checkpoints. A run that returns without finishing, or raises, is recorded as
+failed with its error and the others go on; a Ray worker that dies is replaced.
 A stopped batch (Ctrl-C ends the workers with it) resumes each unfinished run from its newest
 periodic checkpoint when started again; the run-directory locks of the ended workers are stale and
 taken over.
 
-Workers are Ray actors (``num_cpus=cpus_per_run``, ``num_gpus=gpus_per_run`` when the cluster has
+``serial=True`` runs the cells one after the other in this process with one
+:class:`sie3d.runtime.ModelCache` (no Ray; the caller's ``log`` also gets every run's lines). Otherwise
+workers are Ray actors (``num_cpus=cpus_per_run``, ``num_gpus=gpus_per_run`` when the cluster has
 GPUs; torch uses ``cpus_per_run`` threads). Each keeps a :class:`sie3d.runtime.ModelCache`, so the
 prior, text encoders and classifiers are built once per worker, not once per run. Each run's log
 lines go to ``<run>/batch.log``; ``<out>/batch.json`` lists every run's outcome.
@@ -28,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..run_dir import SUMMARY_FILE, read_manifest
+from ..run_dir import MANIFEST_FILE, SUMMARY_FILE, StaleRunError, is_finished, read_config, reuse_for, run_status
 from ..runtime import ModelCache, write_json_atomic
 from .manifest import BatchRun
 
@@ -79,10 +83,6 @@ class BatchResult:
             raise BatchError("; ".join(f"{o.name}: {o.error}" for o in self.failed))
 
 
-def is_finished(run_dir: Path) -> bool:
-    return read_manifest(run_dir).get("status") == "finished" and (run_dir / SUMMARY_FILE).is_file()
-
-
 def generate_run(run: BatchRun, config, resume: bool, models: ModelCache, log: Callable[[str], None]) -> None:
     """The real work of one cell: :func:`sie3d.generate.generate` with the worker's models."""
     from ..generate import generate
@@ -93,21 +93,24 @@ def generate_run(run: BatchRun, config, resume: bool, models: ModelCache, log: C
 
 def evaluate_grid(run_dirs: list[Path], out_dir: Path) -> Any:
     """``sie3d evaluate`` over the finished runs, with the first run's ``eval`` settings."""
-    from ..config import config_from_dict, read_params_file
     from ..evaluation.evaluate import evaluate_runs
     from ..evaluation.evaluator import Evaluator
 
-    config = config_from_dict(read_params_file(run_dirs[0] / "config.yaml"))
+    config = read_config(run_dirs[0])
     return evaluate_runs(run_dirs, out_dir, evaluator=Evaluator.from_config(config, device=config.run.device))
 
 
 class Worker:
-    """Body of the Ray actor: runs cells one at a time, keeping its :class:`ModelCache`."""
+    """Body of the Ray actor (and of the serial runner): runs cells one at a time, keeping its
+    :class:`ModelCache`. ``threads``: torch threads per run (None: leave them); ``echo``: also gets
+    every line written to a run's log."""
 
-    def __init__(self, run_fn: RunFn, threads: int):
+    def __init__(self, run_fn: RunFn, threads: int | None, echo: Callable[[str], None] | None = None):
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read when torch is first imported
-            os.environ[name] = str(threads)
+            if threads is not None:
+                os.environ[name] = str(threads)
         self.threads = threads
+        self.echo = echo
         self.run_fn = run_fn
         self.models = ModelCache()
         self.name = f"{os.getpid()}@{platform.node()}"
@@ -120,15 +123,20 @@ class Worker:
             def log(line: str) -> None:
                 handle.write(line + "\n")
                 handle.flush()
+                if self.echo is not None:
+                    self.echo(line)
 
-            log(f"[batch] {time.strftime('%Y-%m-%d %H:%M:%S')} worker {self.name}, resume={resume}")
+            handle.write(f"[batch] {time.strftime('%Y-%m-%d %H:%M:%S')} worker {self.name}, resume={resume}\n")
             status, error = ("resumed" if resume else "generated"), None
             try:
-                if "torch" in sys.modules:
+                if "torch" in sys.modules and self.threads is not None:
                     sys.modules["torch"].set_num_threads(self.threads)
                 self.run_fn(run, config, resume, self.models, log)
+                if not is_finished(run.run_dir):
+                    raise RuntimeError(f"the run returned unfinished (status {run_status(run.run_dir)!r}, not "
+                                       f"'finished': its {MANIFEST_FILE} must say so and {SUMMARY_FILE} exist)")
             except Exception as exc:  # reported in the outcome; the batch goes on
-                log(traceback.format_exc())
+                handle.write(traceback.format_exc())  # the outcome carries the one-line error
                 status, error = "failed", f"{type(exc).__name__}: {exc}"
         built = {str(k): s for k, s in self.models.builds.items() if k not in before}
         return Outcome(run.name, str(run.run_dir), status, time.perf_counter() - start, error, self.name, built)
@@ -150,19 +158,21 @@ def plan(runs: Sequence[BatchRun], replace_stale: bool = False
     skipped, todo, stale = [], [], []
     for run in runs:
         config = run.config()
-        if is_finished(run.run_dir):
-            recorded, wanted = read_manifest(run.run_dir).get("params_hash"), config.params_hash()
-            if recorded == wanted:
-                skipped.append(Outcome(run.name, str(run.run_dir), "skipped"))
-                continue
+        try:
+            reuse = reuse_for(run.run_dir, config)
+        except StaleRunError as exc:
             if not replace_stale:
-                stale.append(f"{run.run_dir} (hash {recorded}, asked for {wanted})")
+                stale.append(str(exc))
                 continue
             shutil.rmtree(run.run_dir)
-        todo.append((run, config, run.run_dir.exists()))
+            reuse = "new"
+        if reuse == "done":
+            skipped.append(Outcome(run.name, str(run.run_dir), "skipped"))
+        else:
+            todo.append((run, config, reuse == "resume"))
     if stale:
-        raise BatchError(f"{len(stale)} finished run(s) were generated with other params: {'; '.join(stale)}; "
-                         "delete them or choose another out")
+        raise BatchError(f"{len(stale)} finished run(s) were generated with other params than asked for now: "
+                         + "; ".join(stale))
     return skipped, todo
 
 
@@ -184,8 +194,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
 def run_batch(runs: Sequence[BatchRun], out: str | Path, address: str | None = None, gpus_per_run: float = 1,
               cpus_per_run: float = 1, workers: int | None = None, run_fn: RunFn = generate_run,
               evaluate_fn: EvaluateFn | None = evaluate_grid, progress: bool = True,
-              log: Callable[[str], None] = print, replace_stale: bool = False) -> BatchResult:
-    """Run every cell not yet finished on Ray, then evaluate the finished ones into ``out/evaluation``.
+              log: Callable[[str], None] = print, replace_stale: bool = False, serial: bool = False) -> BatchResult:
+    """Run every cell not yet finished (on Ray, or one after the other here), then evaluate the
+    finished ones into ``out/evaluation``.
 
     Args:
         runs: the grid (:meth:`sie3d.batch.manifest.BatchSpec.runs`).
@@ -197,18 +208,25 @@ def run_batch(runs: Sequence[BatchRun], out: str | Path, address: str | None = N
         run_fn: the work of one cell (default :func:`generate_run`; tests pass a fake).
         evaluate_fn: combined evaluation over the finished runs (None: skip).
         replace_stale: remake finished runs made with other params instead of refusing (see :func:`plan`).
+        serial: run the cells in this process, in order, without Ray (``address``, ``gpus_per_run``,
+            ``cpus_per_run`` and ``workers`` are then unused; ``log`` gets each run's lines too).
+
+    Raises:
+        BatchError: finished runs made with other params (before any work; see :func:`plan`).
     """
     start = time.perf_counter()
     out = Path(out)
     outcomes, todo = plan(runs, replace_stale)
     ray_seconds = 0.0
     started = False
-    if todo:
+    if todo and not serial:
         tick = time.perf_counter()
         started = connect(address)
         ray_seconds = time.perf_counter() - tick
     try:
-        if todo:
+        if todo and serial:
+            outcomes += _execute_serial(todo, run_fn, log)
+        elif todo:
             outcomes += _execute(todo, gpus_per_run, cpus_per_run, workers, run_fn, len(runs), len(outcomes),
                                  progress, log)
     finally:
@@ -233,6 +251,16 @@ def run_batch(runs: Sequence[BatchRun], out: str | Path, address: str | None = N
         f"{result.count('skipped')} skipped, {result.count('failed')} failed in {result.wall_seconds:.0f} s "
         f"(Ray start {ray_seconds:.1f} s)")
     return result
+
+
+def _execute_serial(todo: list[tuple[BatchRun, Any, bool]], run_fn: RunFn,
+                    log: Callable[[str], None]) -> list[Outcome]:
+    """The cells one after the other in this process, with one model cache for all of them."""
+    worker, outcomes = Worker(run_fn, threads=None, echo=log), []
+    for run, config, resume in todo:
+        log(f"[batch] generating {run.name}" + (" (resuming)" if resume else ""))
+        outcomes.append(worker.run(run, config, resume))
+    return outcomes
 
 
 def _execute(todo: list[tuple[BatchRun, Any, bool]], gpus_per_run: float, cpus_per_run: float, workers: int | None,

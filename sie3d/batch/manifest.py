@@ -6,7 +6,7 @@
     overrides: ["train.iterations=30"]   # dotted overrides, as `--set`
     photos: [a.jpg, people/]             # files, or folders holding one folder (or one photo) per person
     photos_per_person: 1                 # optional: the first N photos (sorted) of a person's folder
-    expressions: [neutral, happy]        # optional (default: neutral)
+    expressions: [neutral, smiling]      # optional free text (default: neutral), as `sie3d generate` takes it
     intensities: [0.5, 1.0]              # optional η of eq 6 (default: the preset's)
     accessories: ["", wearing glasses]   # optional ("" = none; default: the preset's)
     ablations: [full, sds]               # optional: names of sie3d.evaluation.ablations.ABLATIONS, or all
@@ -16,7 +16,10 @@ Relative paths are relative to the working directory, as for every ``sie3d`` com
 a photo file (named by its stem) or a sub-folder of a listed folder (named by the folder; all its
 photos are that person's, identity embeddings averaged). Runs go to
 ``out/<ablation>/<person>__<expression>[__eta<η>][__<accessory>]``, the layout
-:mod:`sie3d.evaluation.evaluate` groups by ablation.
+:mod:`sie3d.evaluation.evaluate` groups by ablation. Every (expression, intensity, accessory) is
+resolved once, when the manifest loads, by :func:`sie3d.request.resolve_request` (word list, then CLIP
+with the real prior), so a text it refuses stops the batch before any work. :func:`ablation_spec`
+builds the ablation grid of ``sie3d ablations`` the same way.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from typing import Any, Sequence
 import yaml
 
 from ..config import Config, ConfigError, load_config
+from ..evaluation.ablations import ABLATIONS
+from ..face.expression_text import UnknownExpression
+from ..request import Request, resolve_request
+from ..runtime import ModelCache
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # files of a folder taken as photos
 KEYS = ("params", "overrides", "photos", "photos_per_person", "expressions", "intensities", "accessories",
@@ -57,23 +64,18 @@ class BatchRun:
     run_dir: Path
     person: Person
     ablation: str
-    expression: str
-    intensity: float | None
-    accessory: str | None
+    request: Request  # resolved by sie3d.request.resolve_request
     params: tuple[Path, ...]  # preset, deltas, then the ablation's delta
     overrides: tuple[str, ...]
 
     def config(self) -> Config:
         """The resolved config of this run (preset + deltas + overrides + the request)."""
-        from ..generate import configure  # imported here: a worker unpickling a run stays light
-
-        return configure(load_config(*self.params, overrides=list(self.overrides)),
-                         self.expression, self.intensity, self.accessory)
+        return self.request.apply(load_config(*self.params, overrides=list(self.overrides)))
 
     def info(self) -> dict[str, Any]:
-        """What the run's manifest records about its place in the grid."""
+        """What the run's manifest records about its place in the grid (and how its text was matched)."""
         return {"batch_run": self.name, "ablation": self.ablation, "identity": self.person.name,
-                "expression": self.expression, "intensity": self.intensity, "accessory": self.accessory}
+                **self.request.as_dict()}
 
 
 @dataclass(frozen=True)
@@ -83,29 +85,69 @@ class BatchSpec:
     params: tuple[Path, ...]
     overrides: tuple[str, ...]
     people: tuple[Person, ...]
-    expressions: tuple[str, ...]
-    intensities: tuple[float | None, ...]
-    accessories: tuple[str | None, ...]
+    requests: tuple[Request, ...]  # every (expression, intensity, accessory), in that nesting order
     ablations: tuple[str, ...]
     out: Path
 
     def runs(self) -> list[BatchRun]:
-        """Every (ablation, person, expression, intensity, accessory), in that nesting order."""
-        from ..evaluation.ablations import ABLATIONS
-
+        """Every (ablation, person, request), in that nesting order."""
         deltas = {name: delta for name, delta, _ in ABLATIONS}
         cells = []
-        for ablation, person, expression, intensity, accessory in itertools.product(
-                self.ablations, self.people, self.expressions, self.intensities, self.accessories):
-            name = f"{ablation}/{person.name}__{expression}"
-            if intensity is not None:
-                name += f"__eta{intensity:g}"
-            if accessory:
-                name += f"__{slug(accessory)}"
+        for ablation, person, request in itertools.product(self.ablations, self.people, self.requests):
+            name = f"{ablation}/{person.name}__{request.text}"
+            if request.intensity is not None:
+                name += f"__eta{request.intensity:g}"
+            if request.accessory:
+                name += f"__{slug(request.accessory)}"
             params = self.params + ((deltas[ablation],) if deltas[ablation] is not None else ())
-            cells.append(BatchRun(name, self.out / name, person, ablation, expression, intensity, accessory,
-                                  params, self.overrides))
+            cells.append(BatchRun(name, self.out / name, person, ablation, request, params, self.overrides))
         return cells
+
+
+def resolve_requests(expressions: Sequence[str], intensities: Sequence[float | None],
+                     accessories: Sequence[str | None], config: Config) -> list[Request]:
+    """Every (expression, intensity, accessory) resolved by :func:`sie3d.request.resolve_request`.
+
+    Raises:
+        ManifestError: a text names no class, or an η is not in [0, 1] (the message names the key).
+    """
+    models, requests = ModelCache(), []  # the CLIP text encoder, loaded at most once
+    for expression, intensity, accessory in itertools.product(expressions, intensities, accessories):
+        try:
+            requests.append(resolve_request(expression, intensity, accessory, config, models))
+        except UnknownExpression as exc:
+            raise ManifestError(f"expressions: {exc}") from None
+        except ValueError as exc:
+            raise ManifestError(f"intensities: {exc}") from None
+    return requests
+
+
+def ablation_spec(photos: Sequence[str | Path], expressions: Sequence[str], params: Sequence[str | Path],
+                  out: str | Path, ablations: Sequence[str] | None = None, overrides: Sequence[str] = ()) -> BatchSpec:
+    """The ablation grid (``sie3d ablations``, notebook 05): one photo per identity × expression × ablation.
+
+    Runs go to ``out/<ablation>/<photo stem>__<expression>``.
+
+    Args:
+        photos: one photo file per identity (distinct stems).
+        expressions: free text, resolved as ``sie3d generate --expression`` resolves it.
+        params: preset, then deltas applied to every run (the ablation's delta comes last).
+        ablations: names of :data:`sie3d.evaluation.ablations.ABLATIONS` (None: all).
+        overrides: dotted overrides applied to every run.
+
+    Raises:
+        ManifestError: a missing photo, repeated stems, an unknown ablation or text (before any run).
+    """
+    known = [name for name, _, _ in ABLATIONS]
+    unknown = [a for a in ablations or () if a not in known]
+    if unknown:
+        raise ManifestError(f"unknown ablation(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    files = tuple(Path(p).resolve() for p in params)
+    config = load_config(*files, overrides=list(overrides))
+    return BatchSpec(params=files, overrides=tuple(overrides), people=tuple(find_people(photos)),
+                     requests=tuple(resolve_requests(expressions, [None], [None], config)),
+                     ablations=tuple(a for a in known if ablations is None or a in ablations),
+                     out=Path(out).resolve())
 
 
 def slug(text: str) -> str:
@@ -164,9 +206,6 @@ def load_manifest(path: str | Path, overrides: Sequence[str] = (), out: str | Pa
         overrides: dotted overrides applied after the manifest's own.
         out: replaces the manifest's ``out``.
     """
-    from ..evaluation.ablations import ABLATIONS
-    from ..face.expression_text import match_words
-
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -187,29 +226,22 @@ def load_manifest(path: str | Path, overrides: Sequence[str] = (), out: str | Pa
     per_person = data.get("photos_per_person")
     if per_person is not None and (not isinstance(per_person, int) or per_person < 1):
         raise ManifestError(f"photos_per_person must be a positive integer, got {per_person!r}")
-    expressions = [str(e) for e in _list(data, "expressions", ["neutral"])]
-    for expression in expressions:
-        try:
-            match_words(expression)  # free text as `sie3d generate --expression` takes it
-        except ValueError as exc:
-            raise ManifestError(f"expressions: {exc}") from None
-    intensities = _list(data, "intensities", [None])
-    for eta in intensities:
-        if eta is not None and not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
-            raise ManifestError(f"intensities: each must be a number in [0, 1], got {eta!r}")
-    accessories = [None if a is None else str(a) for a in _list(data, "accessories", [None])]
     known = [name for name, _, _ in ABLATIONS]
     ablations = known if data.get("ablations") == "all" else [str(a) for a in _list(data, "ablations", ["full"])]
     for ablation in ablations:
         if ablation not in known:
             raise ManifestError(f"ablations: unknown '{ablation}'; known: {', '.join(known)} (or: all)")
-    spec = BatchSpec(
-        params=tuple(Path(p).resolve() for p in _list(data, "params", [])),
-        overrides=tuple(str(o) for o in data.get("overrides") or ()) + tuple(overrides),
-        people=tuple(find_people(_list(data, "photos", []), per_person)),
-        expressions=tuple(expressions), intensities=tuple(intensities), accessories=tuple(accessories),
-        ablations=tuple(ablations), out=Path(out if out is not None else data["out"]).resolve())
+    params = tuple(Path(p).resolve() for p in _list(data, "params", []))
+    all_overrides = tuple(str(o) for o in data.get("overrides") or ()) + tuple(overrides)
+    people = tuple(find_people(_list(data, "photos", []), per_person))
     try:
+        config = load_config(*params, overrides=list(all_overrides))
+        requests = resolve_requests([str(e) for e in _list(data, "expressions", ["neutral"])],
+                                    _list(data, "intensities", [None]),
+                                    [None if a is None else str(a) for a in _list(data, "accessories", [None])],
+                                    config)
+        spec = BatchSpec(params, all_overrides, people, tuple(requests), tuple(ablations),
+                         Path(out if out is not None else data["out"]).resolve())
         for run in spec.runs():
             run.config()
     except ConfigError as exc:

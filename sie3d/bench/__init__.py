@@ -3,8 +3,8 @@
 Each module defines ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> int``. Benchmarks
 report ratios measured side by side in one run; absolute times are only meaningful on a GPU.
 
-A benchmark may import every stage (it times them) and the CLI's argument helpers in
-:mod:`sie3d.commands._common`; only :mod:`sie3d.commands.bench` imports this package.
+A benchmark may import every stage (it times them) and the config arguments of
+:mod:`sie3d.config_args`, never :mod:`sie3d.commands`; only :mod:`sie3d.commands.bench` imports this package.
 """
 
 import pkgutil

@@ -67,7 +67,7 @@ DESCRIPTION = ("per-iteration time of `sie3d generate` by part (render, VAE enco
 
 
 def add_arguments(parser) -> None:
-    from ..commands._common import add_config_arguments
+    from ..config_args import add_config_arguments
 
     add_config_arguments(parser, default_params="params/quick.yaml")
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations (default 10)")
@@ -111,13 +111,14 @@ def random_sd15_prior(device, half_precision: bool = True, unet: dict | None = N
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from ..diffusion.prior import ARCFACE_DIM, SD15_SCHEDULE, DiffusionPrior, _seeded
+    from ..diffusion.prior import ARCFACE_DIM, SD15_SCHEDULE, DiffusionPrior
+    from ..diffusion.tiny_networks import with_seed
     from ..diffusion.tokenizer import BOS_ID, EOS_ID, MAX_LENGTH, VOCAB_SIZE, load_clip_tokenizer
     from ..runtime import diffusion_dtype
 
     text_cfg = CLIPTextConfig(vocab_size=VOCAB_SIZE, max_position_embeddings=MAX_LENGTH, bos_token_id=BOS_ID,
                               eos_token_id=EOS_ID, pad_token_id=EOS_ID, **{**CLIP_L_TEXT, **(text or {})})
-    with _seeded(seed):
+    with with_seed(seed):
         parts = dict(unet=UNet2DConditionModel(**{**SD15_UNET, **(unet or {})}).eval(),
                      vae=AutoencoderKL(**{**SD15_VAE, **(vae or {})}).eval(),
                      text_encoder=CLIPTextModel(text_cfg).eval(), id_encoder=CLIPTextModel(text_cfg).eval())
@@ -208,7 +209,7 @@ def _paper_config(args):
 def run(args) -> int:
     import torch
 
-    from ..commands._common import config_from_args
+    from ..config_args import config_from_args
 
     if args.paper:  # before any CUDA context exists: the trainer's timers need synchronous launches
         os.environ.setdefault("CUDA_LAUNCH_BLOCKING", "1")

@@ -21,7 +21,7 @@ DESCRIPTION = "time of one ISM / SDS step and UNet calls per ISM step (tiny prio
 
 
 def add_arguments(parser) -> None:
-    from ..commands._common import add_config_arguments
+    from ..config_args import add_config_arguments
 
     add_config_arguments(parser)
     parser.add_argument("--prior", choices=["tiny", "config"], default="tiny",
@@ -63,7 +63,7 @@ def expected_unet_calls(ism) -> float:
 def run(args) -> int:
     import dataclasses
 
-    from ..commands._common import config_from_args
+    from ..config_args import config_from_args
     from ..diffusion.conditioning import build_conditioning
     from ..diffusion.guidance import make_guidance
     from ..diffusion.prior import DiffusionPrior
@@ -79,11 +79,12 @@ def run(args) -> int:
     latent_resolution = args.latent_resolution or (TINY_LATENT_RESOLUTION if args.prior == "tiny" else None)
     if latent_resolution is not None:
         gcfg = dataclasses.replace(gcfg, latent_resolution=latent_resolution)
-    identity = torch.randn(prior.identity_dim or 128, generator=torch.Generator().manual_seed(0))
+    identity = torch.randn(prior.identity_dim or 128, generator=torch.Generator().manual_seed(0), device="cpu")
     conditioning = build_conditioning(prior, identity, config.conditioning)
     size = gcfg.latent_resolution * prior.vae_scale_factor
-    images = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
-    azimuths = torch.linspace(-180, 180, args.batch + 1)[:-1]
+    images = torch.rand(args.batch, 3, size, size, generator=torch.Generator().manual_seed(1),
+                        device="cpu").to(device)
+    azimuths = torch.linspace(-180, 180, args.batch + 1, device="cpu")[:-1]
 
     print(f"prior: {prior.describe()}")
     print(f"torch threads: {torch.get_num_threads()}; batch {args.batch} views of {size}x{size} "

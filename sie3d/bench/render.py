@@ -59,14 +59,14 @@ def bench_scene(n: int, resolution: int, seed: int = 0, scene: str = "head"):
     g = torch.Generator().manual_seed(seed)
     if scene == "head":
         splats = random_splats(n, g, log_scale_range=(math.log(0.005), math.log(0.03)))
-        splats.opacities = 0.1 + 0.8 * torch.rand(n, generator=g)
+        splats.opacities = 0.1 + 0.8 * torch.rand(n, generator=g, device="cpu")
         focal = 0.5 * resolution / math.tan(0.3)
     else:
         splats = random_splats(n, g)
         focal = 2.5 * resolution
-    Ks = torch.tensor([[focal, 0.0, resolution / 2], [0.0, focal, resolution / 2], [0.0, 0.0, 1.0]])[None]
-    weights = torch.rand(1, resolution, resolution, 4, generator=torch.Generator().manual_seed(seed + 1))
-    return splats, torch.eye(4)[None], Ks, weights
+    Ks = torch.tensor([[focal, 0.0, resolution / 2], [0.0, focal, resolution / 2], [0.0, 0.0, 1.0]], device="cpu")[None]
+    weights = torch.rand(1, resolution, resolution, 4, generator=torch.Generator().manual_seed(seed + 1), device="cpu")
+    return splats, torch.eye(4, device="cpu")[None], Ks, weights
 
 
 def _memory_kb(field: str) -> int:
@@ -101,7 +101,7 @@ def _measure(method: str, scene: str, n: int, resolution: int, threads: int, rep
     inputs = [splats.means, splats.quats, splats.scales, splats.opacities, splats.colors]
     for t in inputs:
         t.requires_grad_(True)
-    background = torch.ones(1, 4)
+    background = torch.ones(1, 4, device="cpu")
     project = cpu_kernel.project_gaussians_compiled if method == "compiled" else project_gaussians
 
     def one_pass(size: int = resolution):

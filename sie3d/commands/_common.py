@@ -1,25 +1,7 @@
-"""What subcommands share: the user-error type and the config arguments."""
+"""What subcommands share: the user-error type (the config arguments are :mod:`sie3d.config_args`)."""
 
 from __future__ import annotations
-
-import argparse
-
-from ..config import Config, load_config
 
 
 class UserError(Exception):
     """An error caused by the user's input; the CLI prints it as one line and exits 1."""
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, default_params: str | None = None) -> None:
-    parser.add_argument("--params", action="append", default=None, metavar="YAML",
-                        help="params file; repeat to merge ablation deltas onto a preset "
-                             f"(default: {default_params or 'built-in defaults'})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted override, e.g. --set guidance.delta_t=50 (repeatable)")
-    parser.set_defaults(_default_params=default_params)
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    files = args.params or ([args._default_params] if args._default_params else [])
-    return load_config(*files, overrides=args.overrides)

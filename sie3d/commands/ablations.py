@@ -18,7 +18,8 @@ def add_parser(sub, name, help_text):
     parser.add_argument("photos", nargs="+", metavar="PHOTO", help="one photo per identity (distinct file names)")
     parser.add_argument("--out", required=True, metavar="DIR", help="grid root")
     parser.add_argument("--expressions", nargs="+", default=["neutral"], metavar="E",
-                        help="target expressions (default: neutral)")
+                        help="target expressions, free text as for `sie3d generate --expression` "
+                             "(default: neutral)")
     parser.add_argument("--only", nargs="+", choices=names, default=None, metavar="NAME",
                         help=f"ablations to run (default: all: {', '.join(names)})")
     parser.add_argument("--params", action="append", default=None, metavar="YAML",
@@ -32,28 +33,21 @@ def add_parser(sub, name, help_text):
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from ..batch.engine import EVALUATION_DIR, evaluate_grid, run_batch
-    from ..batch.manifest import BatchSpec, find_people
+    from ..batch.manifest import ablation_spec
     from ..evaluation.tables import TABLE_MD
-    from ..face.emotion import emotion_index
     from ._common import UserError
 
-    for expression in args.expressions:
-        emotion_index(expression)  # unknown emotion -> one-line error before any work
     if args.iterations is not None and args.iterations < 1:
         raise UserError(f"--iterations must be at least 1, got {args.iterations}")
+    iterations = [f"train.iterations={args.iterations}"] if args.iterations is not None else []
+    # every text resolved as `sie3d generate --expression` resolves it; errors before any work
+    spec = ablation_spec(args.photos, args.expressions, args.params or [DEFAULT_PRESET], args.out, args.only,
+                         [*args.overrides, *iterations])
     try:
         import ray  # noqa: F401
     except ImportError:
         raise UserError("sie3d ablations runs its grid on Ray: pip install 'sie3d[batch]'") from None
-    iterations = (f"train.iterations={args.iterations}",) if args.iterations is not None else ()
-    spec = BatchSpec(params=tuple(Path(p).resolve() for p in args.params or [DEFAULT_PRESET]),
-                     overrides=(*args.overrides, *iterations), people=tuple(find_people(args.photos)),
-                     expressions=tuple(args.expressions), intensities=(None,), accessories=(None,),
-                     ablations=tuple(a for a, _, _ in ABLATIONS if args.only is None or a in args.only),
-                     out=Path(args.out).resolve())
     result = run_batch(spec.runs(), spec.out, evaluate_fn=evaluate_grid, progress=sys.stderr.isatty(),
                        log=lambda line: print(line, file=sys.stderr))
     for outcome in result.outcomes:

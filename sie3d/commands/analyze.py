@@ -26,13 +26,13 @@ EMOTION_ROLES = {"fer": "offline loss classifier", "faceapi": "held-out judge, a
 
 
 def add_parser(sub, name, help_text):
-    from ..face.detect import BACKENDS
+    from ..face.detect import DETECTORS
     from ..face.emotion import DEFAULT_CROP_MARGIN
 
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.add_argument("photo", metavar="PHOTO", help="image file (JPEG, PNG, ...)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--detector", choices=BACKENDS, default="dlib",
+    parser.add_argument("--detector", choices=DETECTORS.names(), default="dlib",
                         help="face detector (default: dlib, offline; scrfd needs antelopev2 + onnxruntime)")
     parser.add_argument("--identity", choices=IDENTITY_CHOICES, default="auto",
                         help="identity encoder (default auto: ArcFace when its weights and onnxruntime "
@@ -84,12 +84,12 @@ def _held_out_identity(image: np.ndarray, face, choice: str) -> dict[str, Any]:
 
 
 def _emotions(image: np.ndarray, face, margin: float) -> dict[str, Any]:
-    from ..face.emotion import CLASSIFIERS, classify_face, emotion_box, load_emotion_classifier
+    from ..face.emotion import EMOTION_CLASSIFIERS, classify_face, emotion_box, load_emotion_classifier
     from ..weights import ModelNotAvailable
 
     box = emotion_box(face.box, image.shape[1], image.shape[0], margin)
     results: dict[str, Any] = {}
-    for name in CLASSIFIERS:
+    for name in EMOTION_CLASSIFIERS.names():
         try:
             classifier = load_emotion_classifier(name)
         except ModelNotAvailable as exc:

@@ -45,9 +45,10 @@ def run(args) -> int:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     spec = load_manifest(args.manifest, overrides=args.overrides, out=args.out)
     runs = spec.runs()
-    print(f"batch: {len(runs)} run(s) ({len(spec.people)} people x {len(spec.expressions)} expressions x "
-          f"{len(spec.intensities)} intensities x {len(spec.accessories)} accessories x {len(spec.ablations)} "
-          f"ablations) -> {spec.out}", file=sys.stderr)
+    print(f"batch: {len(runs)} run(s) ({len(spec.people)} people x {len(spec.requests)} requests (expression, "
+          f"intensity, accessory) x {len(spec.ablations)} ablations) -> {spec.out}", file=sys.stderr)
+    for request in spec.requests:
+        print(f"  {request.describe()}", file=sys.stderr)
     result = run_batch(runs, spec.out, address=args.address, gpus_per_run=args.gpus_per_run,
                        cpus_per_run=args.cpus_per_run, workers=args.workers,
                        evaluate_fn=None if args.no_evaluate else evaluate_grid,

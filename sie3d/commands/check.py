@@ -8,18 +8,16 @@ parameter count against SD-1.5's published one, the LoRA scale applied, peak mem
 iteration. Without ``--synthetic-weights`` it checks the weights already in ``$SIE3D_HOME``.
 
 What the dry run substitutes (each printed): the photo is scikit-image's astronaut; models that are not
-part of the prior and are not cached (SCRFD, ArcFace, DeepFace, FLAME) give way to their offline
-counterparts (dlib detection, a random unit 512-d identity in place of ArcFace's, fer, the built-in
-head); on CPU the torch rasterizer replaces gsplat; renders are never upsampled for the VAE
+part of the prior and are not cached (SCRFD, DeepFace, FLAME) give way to their offline counterparts
+(dlib detection, fer, the built-in head; :func:`sie3d.commands._synthetic.dry_run_config`); ArcFace is
+a small random network in its ONNX layout with ``--synthetic-weights``, else, when not cached, a random
+unit 512-d identity; on CPU the torch rasterizer replaces gsplat; renders are never upsampled for the VAE
 (``guidance.latent_resolution`` at most ``render.resolution / 8``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import multiprocessing
-import os
 import resource
 import shutil
 import tempfile
@@ -30,9 +28,11 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..config_args import add_config_arguments, config_from_args
 from ..run_dir import RunDir
 from ..runtime import resolve_device
-from ._common import UserError, add_config_arguments, config_from_args
+from ._common import UserError
+from ._synthetic import dry_run_config, model_home, write_weights
 
 #: (label, attribute of the prior, key of its published SD-1.5 count)
 NETWORKS = (("UNet", "unet", "unet"), ("VAE", "vae", "vae"),
@@ -56,62 +56,6 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-@contextlib.contextmanager
-def _model_home(workdir: Path, synthetic: bool):
-    """``$SIE3D_HOME`` pointed at ``workdir/home`` (offline models linked from the real cache) while inside."""
-    from ..weights import OFFLINE_MODELS, PackageSource, REGISTRY, model_dir, sie3d_home
-
-    if not synthetic:
-        yield sie3d_home()
-        return
-    home = workdir / "home"
-    for name in OFFLINE_MODELS:
-        if not isinstance(REGISTRY[name].source, PackageSource) and model_dir(name).is_dir():
-            (home / "models").mkdir(parents=True, exist_ok=True)
-            (home / "models" / name).symlink_to(model_dir(name).resolve(), target_is_directory=True)
-    previous = os.environ.get("SIE3D_HOME")
-    os.environ["SIE3D_HOME"] = str(home)
-    try:
-        yield home
-    finally:
-        if previous is None:
-            os.environ.pop("SIE3D_HOME", None)
-        else:
-            os.environ["SIE3D_HOME"] = previous
-
-
-def dry_run_config(config: Config, device: torch.device) -> tuple[Config, list[str]]:
-    """The preset with the dry run's substitutions (module docstring); returns it and one note per change."""
-    from ..face.emotion import CLASSIFIER_MODELS
-    from ..weights import is_available
-
-    notes = []
-    models, render, guidance = config.models, config.render, config.guidance
-    changes: dict[str, dict] = {"models": {}, "render": {}, "guidance": {}, "run": {}, "conditioning": {}}
-    if models.face_detector == "scrfd" and not is_available("antelopev2"):
-        changes["models"]["face_detector"] = "dlib"
-    if models.template == "flame" and not models.flame_model_path:
-        changes["models"]["template"] = "builtin"
-    loss_classifier = models.emotion_loss_classifier
-    if config.loss.lambda_emotion > 0 and not is_available(CLASSIFIER_MODELS.get(loss_classifier, loss_classifier)):
-        changes["models"]["emotion_loss_classifier"] = "fer"
-    if device.type != "cuda" and render.backend == "gsplat":
-        changes["render"]["backend"] = "torch"
-    latent_cap = max(1, render.resolution // 8)
-    if guidance.latent_resolution > latent_cap:
-        changes["guidance"]["latent_resolution"] = latent_cap
-    changes["run"].update(device=str(device), offline=True)
-    changes["conditioning"]["cache_embeddings"] = False
-    sections = {}
-    for section, values in changes.items():
-        current = getattr(config, section)
-        for key, value in values.items():
-            if getattr(current, key) != value and section in ("models", "render", "guidance"):
-                notes.append(f"{section}.{key}: {getattr(current, key)} -> {value}")
-        sections[section] = dataclasses.replace(current, **values)
-    return dataclasses.replace(config, **sections), notes
-
-
 def _subject(config: Config, device: torch.device, identity_dim: int | None, seed: int):
     """The astronaut photo prepared for the run; the identity is a random unit vector when the prior
     needs ArcFace's 512-d one and no ArcFace file is cached."""
@@ -129,18 +73,6 @@ def _subject(config: Config, device: torch.device, identity_dim: int | None, see
         subject = dataclasses.replace(subject, identity=(vector / np.linalg.norm(vector)).astype(np.float32),
                                       identity_encoder=f"random unit {identity_dim}-d (stands for ArcFace)")
     return prepare_subject(subject, config, device)
-
-
-def _write_weights(home: Path, seed: int) -> None:
-    """Write the synthetic weights in a child process, so its ~5 GB peak is returned before loading."""
-    from ..diffusion.synthetic import write_synthetic_weights
-
-    child = multiprocessing.get_context("spawn").Process(target=write_synthetic_weights, args=(str(home), seed))
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        raise UserError(f"writing the synthetic weights into {home} failed (exit code {child.exitcode}); "
-                        "is there ~5 GB free there? (--workdir chooses the folder)")
 
 
 def _rss_parts() -> str:
@@ -180,13 +112,13 @@ def run(args) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sie3d-check-", dir=args.workdir))
     failures = []
     try:
-        with _model_home(workdir, args.synthetic_weights) as home:
+        with model_home(workdir, args.synthetic_weights) as home:
             _print(f"[check] preset {config.preset}, device {device}, model cache {home}")
             for note in notes:
                 _print(f"[check] dry run: {note}")
             if args.synthetic_weights:
                 tick = time.perf_counter()
-                _write_weights(home, config.run.seed)
+                write_weights(home, config.run.seed)
                 size = sum(p.stat().st_size for p in (home / "models").rglob("*") if p.is_file() and not p.is_symlink())
                 _print(f"[check] synthetic weights: {size / 2**30:.2f} GB written in {time.perf_counter() - tick:.0f} s")
             tick = time.perf_counter()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_config_arguments, config_from_args
+from ..config_args import add_config_arguments, config_from_args
 
 
 def add_parser(sub, name, help_text):

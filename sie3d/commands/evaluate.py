@@ -11,6 +11,8 @@ _DEFAULTS = EvalConfig()
 
 
 def add_parser(sub, name, help_text):
+    from ..face.detect import DETECTORS
+
     parser = sub.add_parser(
         name, help=help_text, description=help_text + ". Per-run metrics.json/metrics.csv are written into each "
         "run directory; runs.csv, groups.csv, metrics.md and evaluation.json into --out.")
@@ -25,7 +27,7 @@ def add_parser(sub, name, help_text):
     parser.add_argument("--identity", default="auto", metavar="ENCODER",
                         help="identity encoder for ID: auto (arcface-metric, arcface, dlib: first available) "
                              "| arcface-metric | arcface | dlib")
-    parser.add_argument("--detector", choices=("auto", "dlib", "haar", "scrfd"), default="auto",
+    parser.add_argument("--detector", choices=("auto", *DETECTORS.names()), default="auto",
                         help="face detector (auto: scrfd when antelopev2 is cached, else dlib)")
     parser.add_argument("--device", default="cpu", help="torch device for the classifiers and Inception")
     parser.add_argument("--kid-subsets", type=int, default=_DEFAULTS.kid_subsets)

@@ -1,12 +1,12 @@
 """``sie3d generate PHOTO... --expression TEXT [--intensity η[,η...]] --out DIR``: avatar run directories.
 
 ``--expression`` is free text: it enters the semantic embedding (eq 4) as written, and its emotion
-class (the emotion loss's target) comes from the word list of :mod:`sie3d.face.expression_text` or,
-with the real text encoder cached and ``models.prior=arc2face``, the nearest class by CLIP text
-similarity (:mod:`sie3d.diffusion.expression_match`). The mapping is printed and recorded in each run's
-``summary.json`` (``expression_match``).
+class (the emotion loss's target) comes from :func:`sie3d.request.resolve_request` (the word list, or
+with the real text encoder cached and ``models.prior=arc2face`` the nearest class by CLIP text
+similarity). The mapping is printed and recorded in each run's ``summary.json`` (``expression_match``).
 
-Several intensities make a sweep: one run per η in ``DIR/eta_<η>`` (finished ones are reused), then
+Several intensities make a sweep: one run per η in ``DIR/eta_<η>``, run in this process by the batch
+engine (:func:`sie3d.batch.engine.run_batch`: finished ones are reused, interrupted ones resume), then
 ``DIR/sweep.png`` (frontal renders side by side), ``DIR/sweep.mp4`` (cross-faded) and
 ``DIR/sweep.json`` (every classifier's probability of the target class and the landmark measures, per η).
 """
@@ -19,13 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._common import UserError, add_config_arguments, config_from_args
+from ..config_args import add_config_arguments, config_from_args, params_files
+from ._common import UserError
 
 if TYPE_CHECKING:
     from ..run_dir import Summary
-
-#: a CLIP-similarity class is accepted at this probability (softmax over the 7 classes) or more
-MIN_CLIP_PROBABILITY = 0.5
 
 
 def add_parser(sub, name, help_text):
@@ -40,6 +38,10 @@ def add_parser(sub, name, help_text):
     parser.add_argument("--accessory", default=None, help='free text, e.g. "wearing glasses"')
     parser.add_argument("--out", required=True, help="run directory to create (or resume); the sweep's folder")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--synthetic-weights", action="store_true",
+                        help="a dry run of the real-weights prior: random full-size weights in the real layouts, "
+                             "written to a temporary cache (~5 GB) and loaded through the real loaders (as sie3d check)")
+    parser.add_argument("--workdir", default=None, help="folder of that temporary cache (default: the system temp dir)")
     add_config_arguments(parser, default_params="params/quick.yaml")
     return parser
 
@@ -65,46 +67,14 @@ def sweep_run_name(eta: float) -> str:
     return f"eta_{eta:.2f}"
 
 
-def resolve_expression(text: str, config):
-    """The :class:`~sie3d.face.expression_text.ExpressionMatch` of ``text``: word list, else CLIP (real encoder only).
-
-    Raises:
-        UserError: no confident class (one line listing the classes).
-    """
-    from ..diffusion.expression_match import load_sd15_text_encoder, nearest_class
-    from ..face.emotion import EMOTIONS
-    from ..face.expression_text import ExpressionMatch, UnknownExpression, match_words
-    from ..weights import ModelNotAvailable
-
-    try:
-        return match_words(text)
-    except UnknownExpression as exc:
-        if config.models.prior != "arc2face":  # the tiny prior's encoder is random: word list only
-            raise UserError(str(exc)) from None
-        try:
-            tokenizer, encoder = load_sd15_text_encoder()
-        except ModelNotAvailable:
-            raise UserError(str(exc)) from None
-        near = nearest_class(tokenizer, encoder, text, EMOTIONS, config.conditioning.expression_template)
-        if near.probability < MIN_CLIP_PROBABILITY:
-            raise UserError(f"{exc} (CLIP text similarity: nearest {near.emotion}, p={near.probability:.2f} "
-                            f"< {MIN_CLIP_PROBABILITY})") from None
-        evidence = tuple(f"{c}:{s:.3f}" for c, s in near.similarities.items())
-        return ExpressionMatch(text, near.emotion, near.probability, "clip text similarity", evidence)
-
-
-def _generate_one(args, config, out: Path, match) -> Summary:
+def _generate_one(photos, config, out: Path, request, resume: bool, extra_manifest: dict, **options) -> Summary:
+    """One run of :func:`sie3d.generate.generate`, its summary recording how the text was matched."""
     from ..generate import generate
     from ..run_dir import write_summary
 
-    try:
-        summary = generate(args.photos, config, out, resume=args.resume, progress=sys.stderr.isatty(),
-                           extra_manifest={"expression_match": match.as_dict()})
-    except KeyboardInterrupt:
-        print(f"sie3d generate: interrupted; continue with: sie3d generate ... --out {args.out} --resume",
-              file=sys.stderr)
-        raise
-    summary.expression_match = match.as_dict()
+    summary = generate(photos, config, out, resume=resume, progress=sys.stderr.isatty(),
+                       extra_manifest=extra_manifest, **options)
+    summary.expression_match = request.match.as_dict()
     write_summary(out, summary)
     return summary
 
@@ -128,36 +98,44 @@ def sweep_record(eta: float, run_dir: Path, summary: Summary, emotion: str) -> d
             "classifiers_missing": sorted(summary.classifiers_missing)}
 
 
-def _sweep(args, config, etas: list[float], match) -> int:
+def _sweep_cell(run, config, resume: bool, models, log) -> None:
+    """The engine's work for one η of a sweep (:data:`sie3d.batch.engine.RunFn`)."""
+    _generate_one(list(run.person.photos), config, run.run_dir, run.request, resume, run.info(), models=models,
+                  log=log)
+
+
+def _sweep(args, request, etas: list[float]) -> int:
+    """One run per η through the batch engine, in this process; then the strip, video and table."""
     import imageio.v3 as iio
 
-    from ..evaluation.ablations import is_generated, manifest_params_hash
+    from ..batch.engine import run_batch
+    from ..batch.manifest import BatchRun, Person
     from ..render.media import save_image, save_turntable
     from ..render.sequences import crossfade_sequence, labelled_strip
-    from ..run_dir import read_summary
+    from ..run_dir import FRONTAL_RENDER, read_summary
     from ..runtime import write_json_atomic
 
     out = Path(args.out)
+    person = Person(Path(args.photos[0]).stem, tuple(Path(p).resolve() for p in args.photos))
+    params = tuple(Path(p).resolve() for p in params_files(args))
+    cells = [BatchRun(sweep_run_name(eta), out / sweep_run_name(eta), person, "full", replace(request, intensity=eta),
+                      params, tuple(args.overrides)) for eta in etas]
+    result = run_batch(cells, out, run_fn=_sweep_cell, evaluate_fn=None, progress=False, log=print, serial=True)
+    for eta, outcome in zip(etas, result.outcomes):
+        print(f"[sweep] η={eta:g}: {outcome.run_dir} {outcome.status}"
+              + (" (finished with the same params, reused)" if outcome.status == "skipped" else ""))
+    result.raise_for_failures()
     records, images, labels = [], [], []
-    for eta in etas:
-        run_dir = out / sweep_run_name(eta)
-        run_config = replace(config, conditioning=replace(config.conditioning, eta_expr=eta))
-        if (is_generated(run_dir) and (run_dir / "summary.json").is_file()
-                and manifest_params_hash(run_dir) == run_config.params_hash()):
-            print(f"[sweep] η={eta:g}: {run_dir} is finished with the same params, reused")
-            summary = read_summary(run_dir)
-        else:
-            print(f"[sweep] η={eta:g}: {run_dir}")
-            summary = _generate_one(args, run_config, run_dir, match)
-        record = sweep_record(eta, run_dir, summary, match.emotion)
+    for eta, cell in zip(etas, cells):
+        record = sweep_record(eta, cell.run_dir, read_summary(cell.run_dir), request.emotion)
         records.append(record)
-        images.append(iio.imread(run_dir / "frontal.png")[..., :3])
+        images.append(iio.imread(cell.run_dir / FRONTAL_RENDER)[..., :3])
         probs = " ".join(f"{k}={v:.2f}" for k, v in record["p_target"].items())
-        labels.append(f"eta={eta:g} p({match.emotion}) {probs}")
-        print(f"[sweep] η={eta:g}: p({match.emotion}) {probs or 'n/a (no face found)'}")
+        labels.append(f"eta={eta:g} p({request.emotion}) {probs}")
+        print(f"[sweep] η={eta:g}: p({request.emotion}) {probs or 'n/a (no face found)'}")
     save_image(labelled_strip(images, labels), out / "sweep.png")
     save_turntable(crossfade_sequence(images), out / "sweep.mp4", fps=12)
-    write_json_atomic(out / "sweep.json", {"expression_match": match.as_dict(), "emotion": match.emotion,
+    write_json_atomic(out / "sweep.json", {"expression_match": request.match.as_dict(), "emotion": request.emotion,
                                             "runs": records})
     print(f"sweep: {out}/sweep.png  {out}/sweep.mp4  {out}/sweep.json")
     print(json.dumps({f"{r['eta']:g}": r["p_target"] for r in records}))
@@ -165,20 +143,48 @@ def _sweep(args, config, etas: list[float], match) -> int:
 
 
 def run(args) -> int:
-    etas = parse_intensities(args.intensity)
-    config = config_from_args(args)
-    match = resolve_expression(args.expression if args.expression is not None else config.conditioning.expression,
-                               config)  # before the pipeline is imported: a bad text fails at once
-    from ..generate import configure
+    if not args.synthetic_weights:
+        return _run(args, config_from_args(args))
+    import shutil
+    import tempfile
 
-    config = configure(config, match.text, etas[0] if etas else None, args.accessory)
-    config = replace(config, conditioning=replace(config.conditioning, expression_class=match.emotion))
-    print(f"expression: {match.describe()}")
+    from ..runtime import resolve_device
+    from ._synthetic import dry_run_config, model_home, write_weights
+
+    config = config_from_args(args)
+    if len(parse_intensities(args.intensity) or []) > 1:
+        raise UserError("--synthetic-weights makes one run (its weights live for one process); give one --intensity")
+    if config.models.prior != "arc2face":
+        raise UserError(f"--synthetic-weights stands in for the real prior's weights; this preset has "
+                        f"models.prior={config.models.prior}")
+    config, notes = dry_run_config(config, resolve_device(config.run.device))
+    workdir = Path(tempfile.mkdtemp(prefix="sie3d-synthetic-", dir=args.workdir))
+    try:
+        with model_home(workdir, synthetic=True) as home:
+            for note in notes:
+                print(f"[synthetic] dry run: {note}")
+            write_weights(home, config.run.seed)
+            return _run(args, config)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(args, config) -> int:
+    from ..request import resolve_request
+
+    etas = parse_intensities(args.intensity)
+    request = resolve_request(args.expression if args.expression is not None else config.conditioning.expression,
+                              etas[0] if etas else None, args.accessory, config)  # a bad text fails at once
+    config = request.apply(config)
+    print(f"expression: {request.match.describe()}")
     try:
         if etas is not None and len(etas) > 1:
-            return _sweep(args, config, etas, match)
-        summary = _generate_one(args, config, Path(args.out), match)
+            return _sweep(args, request, etas)
+        summary = _generate_one(args.photos, config, Path(args.out), request, args.resume,
+                                {"expression_match": request.match.as_dict()})
     except KeyboardInterrupt:
+        print(f"sie3d generate: interrupted; continue with: sie3d generate ... --out {args.out}"
+              + ("" if etas is not None and len(etas) > 1 else " --resume"), file=sys.stderr)
         return 130
     _print_identity(summary, Path(args.out))
     return 0

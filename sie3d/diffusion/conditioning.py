@@ -36,8 +36,6 @@ import torch
 
 #: the three view prompts' names, in a fixed order
 VIEWS = ("front", "side", "back")
-#: DeepFace's 7 emotion classes (the default expression dictionary)
-EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 MODES = ("paper", "released-code")
 
 
@@ -288,7 +286,7 @@ class Conditioning:
 
     def for_cameras(self, azimuth_deg: torch.Tensor | Sequence[float]) -> CameraConditioning:
         """Per-camera embeddings ``[B, K, 77, D]`` and Perp-Neg weights ``[B, K]`` for azimuths ``[B]`` (degrees)."""
-        azimuths = torch.as_tensor(azimuth_deg, dtype=torch.float64).reshape(-1).tolist()
+        azimuths = torch.as_tensor(azimuth_deg, dtype=torch.float64, device="cpu").reshape(-1).tolist()
         slots = [self.camera_slots(a) for a in azimuths]
         embeddings = torch.stack([torch.stack(e) for e, _, _ in slots])
         weights = torch.tensor([w for _, w, _ in slots], dtype=torch.float32, device=embeddings.device)

@@ -35,9 +35,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..registry import Registry
 from .conditioning import Conditioning, cfg_batch, split_cfg
 
-METHODS = ("ism", "sds")
+#: guidance methods by name (``guidance.method``): classes ``(prior, guidance_cfg, cond_cfg) -> GuidanceBase``
+METHODS: Registry = Registry("guidance method")
 
 
 # --------------------------------------------------------------------------- pure pieces
@@ -155,13 +157,13 @@ class GuidanceBase:
     def sample_timesteps(self, iteration: int, generator: torch.Generator | None = None) -> tuple[int, int]:
         """(t, s) with t ~ U[t_min, t_max) and s = max(t − δ, 0) (:meth:`delta_at`); one pair for the whole batch."""
         t_min, t_max = self.timestep_bounds(iteration)
-        t = int(torch.randint(t_min, t_max, (1,), generator=generator).item())
+        t = int(torch.randint(t_min, t_max, (1,), generator=generator, device="cpu").item())
         return t, max(t - self.delta_at(iteration), 0)
 
     def sample_noise(self, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """randn + offset_noise·randn([1, C, 1, 1]) (one offset shared by the batch), drawn on CPU."""
-        noise = torch.randn(like.shape, generator=generator)
-        offset = torch.randn((1, like.shape[1], 1, 1), generator=generator)
+        noise = torch.randn(like.shape, generator=generator, device="cpu")
+        offset = torch.randn((1, like.shape[1], 1, 1), generator=generator, device="cpu")
         return (noise + self.cfg.offset_noise * offset).to(like.device, like.dtype)
 
     def q_sample(self, x0: torch.Tensor, noise: torch.Tensor, t: int) -> torch.Tensor:
@@ -199,7 +201,7 @@ class GuidanceBase:
         if self.cond_cfg is not None and conditioning.cfg != self.cond_cfg:
             raise ValueError("the conditioning was built with another conditioning config than this guidance's; "
                              "build both from the same config (or pass cond_cfg=None)")
-        azimuth = torch.as_tensor(azimuth_deg, dtype=torch.float64).reshape(-1)
+        azimuth = torch.as_tensor(azimuth_deg, dtype=torch.float64, device="cpu").reshape(-1)
         if images.ndim != 4 or images.shape[1] != 3 or azimuth.numel() != images.shape[0]:
             raise ValueError(f"images must be [B, 3, H, W] with one azimuth per image; got images "
                              f"{tuple(images.shape)} and {azimuth.numel()} azimuths")
@@ -251,6 +253,7 @@ class GuidanceBase:
         raise NotImplementedError
 
 
+@METHODS.register("ism")
 class IntervalScoreMatching(GuidanceBase):
     """ISM guidance (see the module docstring for the procedure)."""
 
@@ -279,6 +282,7 @@ class IntervalScoreMatching(GuidanceBase):
         return trace.x_t, trace.target
 
 
+@METHODS.register("sds")
 class ScoreDistillation(GuidanceBase):
     """SDS baseline: x_t from forward noising, target = the noise; same signature as ISM."""
 
@@ -291,7 +295,7 @@ class ScoreDistillation(GuidanceBase):
 def validate_guidance_config(cfg, num_train_timesteps: int = 1000) -> None:
     """Raise ValueError naming the bad ``guidance.*`` value."""
     if cfg.method not in METHODS:
-        raise ValueError(f"guidance.method={cfg.method!r}; use one of {METHODS}")
+        raise ValueError(f"guidance.method={cfg.method!r}; use one of {', '.join(METHODS.names())}")
     lo, hi = cfg.t_range
     if not 0.0 <= lo < hi <= 1.0:
         raise ValueError(f"guidance.t_range={cfg.t_range} must satisfy 0 <= lo < hi <= 1 (fractions of T)")
@@ -314,8 +318,7 @@ def make_guidance(prior, guidance_cfg, cond_cfg=None) -> GuidanceBase:
     ``cond_cfg`` (optional): the conditioning config the trainer uses; when given, a call with a
     conditioning built from another config is refused (an ablation applied to only one of them).
     """
-    cls = IntervalScoreMatching if guidance_cfg.method == "ism" else ScoreDistillation
-    return cls(prior, guidance_cfg, cond_cfg)
+    return METHODS.get(guidance_cfg.method)(prior, guidance_cfg, cond_cfg)
 
 
 # --------------------------------------------------------------------------- 2D playground

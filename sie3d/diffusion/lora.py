@@ -126,7 +126,7 @@ def add_random_lora(unet, rank: int = 4, targets: tuple[str, ...] = SD15_TARGETS
     with torch.no_grad():
         for layer in lora_layers(unet):
             for factor in (layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight):
-                factor.copy_(torch.randn(factor.shape, generator=generator) * std)
+                factor.copy_(torch.randn(factor.shape, generator=generator, device="cpu") * std)
 
 
 def write_lora(unet, directory: str | Path) -> Path:

@@ -8,6 +8,11 @@ Two profiles share one class and one interface:
   call; :mod:`sie3d.diffusion.lora`). The VAE and text encoders run in float32 (asked for explicitly:
   transformers 5 would otherwise use the dtype a ``config.json`` names); the UNet in float16 when
   ``models.half_precision`` is set and the device is CUDA.
+
+On CUDA, :meth:`DiffusionPrior.set_speed` (``models.vae_precision``, ``models.cuda_graphs``,
+``models.channels_last``) runs the VAE encoder and its backward in bfloat16 or float16, replays the UNet's
+passes as CUDA graphs (:mod:`sie3d.diffusion.cuda_graphs`) and lays convolution inputs out channels-last;
+``sie3d bench generate --paper`` measures each against the plain path.
 * ``tiny`` -- small randomly initialised networks built from code with a fixed seed
   (``models.tiny_prior_seed``), for offline CPU runs. Same tokenizer (the real CLIP vocabulary), same
   noise schedule, same tensor interfaces; its outputs carry no meaning about faces.
@@ -18,16 +23,16 @@ load tiny weights through the real-weights code path.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextModel
 
 from ..runtime import diffusion_dtype
+from .cuda_graphs import GraphedCall
 from .lora import LoraInfo, load_lora
 from .text_encoders import (
     IdentityToken,
@@ -38,71 +43,24 @@ from .text_encoders import (
     parameters_fingerprint,
     weights_fingerprint,
 )
-from .tokenizer import BOS_ID, EOS_ID, MAX_LENGTH, VOCAB_SIZE, load_clip_tokenizer, write_tokenizer_files
+from .tiny_networks import calibrate_latent_scale, tiny_text_encoder, tiny_unet, tiny_vae, with_seed
+from .tokenizer import load_clip_tokenizer, write_tokenizer_files
 
 #: registry models the arc2face profile loads (besides the LoRA)
 REGISTRY_MODELS = ("arc2face-unet", "arc2face-encoder", "sd15-vae", "sd15-text-encoder", "sd15-tokenizer")
+#: ``models.vae_precision`` name -> dtype of the VAE encoder on CUDA
+VAE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: ArcFace embedding size the Arc2Face encoder was trained with
 ARCFACE_DIM = 512
 #: SD-1.5's noise schedule (also used by the tiny profile)
 SD15_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                      clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-#: width of the tiny profile's text encoders (= the UNet's cross-attention width)
-TINY_HIDDEN = 32
 #: strip this prefix from / add it to CLIP text-encoder keys to match the hub checkpoints
 _CLIP_PREFIX = "text_model."
 
 
 class PriorError(RuntimeError):
     """The prior cannot be built or does not match its inputs (names the problem and the fix)."""
-
-
-def _seeded(seed: int):
-    """Initialise a module under a fixed CPU seed without touching the caller's RNG stream."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.random.fork_rng(devices=[]))
-    torch.manual_seed(seed)
-    return stack
-
-
-def tiny_unet(cross_attention_dim: int = TINY_HIDDEN) -> UNet2DConditionModel:
-    """~1M-parameter UNet2DConditionModel with SD's interface (4 latent channels, cross-attention)."""
-    return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8)
-
-
-def tiny_vae() -> AutoencoderKL:
-    """~80k-parameter AutoencoderKL with SD's 8x downsampling (4 blocks) and 4 latent channels."""
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, block_out_channels=(8, 16, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        norm_num_groups=8, sample_size=64)
-
-
-def calibrate_latent_scale(vae: AutoencoderKL, seed: int = 0) -> float:
-    """Set ``vae.config.scaling_factor`` so that latents of smooth images have unit std (SD's 0.18215 rule).
-
-    The calibration batch is 4 random 8x8 colour fields upsampled to the VAE's sample size (seeded).
-    Returns the factor.
-    """
-    size = int(vae.config.sample_size)
-    gen = torch.Generator().manual_seed(seed)
-    images = F.interpolate(torch.rand(4, 3, 8, 8, generator=gen), size=(size, size), mode="bilinear",
-                           align_corners=False)
-    with torch.no_grad():
-        std = vae.encode(images * 2 - 1).latent_dist.mean.std().item()
-    vae.register_to_config(scaling_factor=1.0 / std)
-    return 1.0 / std
-
-
-def tiny_text_encoder(hidden_size: int = TINY_HIDDEN) -> CLIPTextModel:
-    """2-layer CLIPTextModel over the full CLIP vocabulary (so the real tokenizer's ids are valid)."""
-    return CLIPTextModel(CLIPTextConfig(
-        vocab_size=VOCAB_SIZE, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=MAX_LENGTH, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
-        pad_token_id=EOS_ID))
 
 
 def load_clip_text_model(directory: Path) -> CLIPTextModel:
@@ -143,6 +101,9 @@ class DiffusionPrior:
     cache: PromptEmbeddingCache | None = None
     n_unet_evals: int = 0
     lora: LoraInfo | None = None
+    vae_dtype: torch.dtype = torch.float32
+    channels_last: bool = False
+    graphed_unet: GraphedCall | None = None
 
     # ------------------------------------------------------------------ construction
 
@@ -153,12 +114,14 @@ class DiffusionPrior:
         models = config.models
         cache = PromptEmbeddingCache() if config.conditioning.cache_embeddings else None
         if models.prior == "tiny":
-            return cls.tiny(seed=models.tiny_prior_seed, device=device, cache=cache,
-                            half_precision=models.half_precision)
-        if models.prior == "arc2face":
-            return cls.from_registry(device=device, half_precision=models.half_precision, cache=cache,
-                                     lora=models.lora, lora_scale=models.lora_scale)
-        raise PriorError(f"models.prior={models.prior!r} is not a prior; use 'arc2face' (real weights) or 'tiny'")
+            prior = cls.tiny(seed=models.tiny_prior_seed, device=device, cache=cache,
+                             half_precision=models.half_precision)
+        elif models.prior == "arc2face":
+            prior = cls.from_registry(device=device, half_precision=models.half_precision, cache=cache,
+                                      lora=models.lora, lora_scale=models.lora_scale)
+        else:
+            raise PriorError(f"models.prior={models.prior!r} is not a prior; use 'arc2face' (real weights) or 'tiny'")
+        return prior.set_speed(models.vae_precision, models.cuda_graphs, models.channels_last)
 
     @classmethod
     def tiny(cls, seed: int = 0, device: torch.device | str = "cpu", cache: PromptEmbeddingCache | None = None,
@@ -168,7 +131,7 @@ class DiffusionPrior:
         builders = [("unet", tiny_unet), ("vae", tiny_vae), ("text_encoder", tiny_text_encoder),
                     ("id_encoder", tiny_text_encoder)]
         for offset, (name, build) in enumerate(builders):
-            with _seeded(seed * 10 + offset):
+            with with_seed(seed * 10 + offset):
                 parts[name] = build().eval()
         calibrate_latent_scale(parts["vae"])
         device = torch.device(device)
@@ -227,12 +190,41 @@ class DiffusionPrior:
             module.requires_grad_(False)
         return self
 
+    def set_speed(self, vae_precision: str = "fp32", cuda_graphs: bool = False,
+                  channels_last: bool = False) -> "DiffusionPrior":
+        """CUDA-only speed options (on the CPU nothing changes; see the module docstring).
+
+        Args:
+            vae_precision: a :data:`VAE_PRECISIONS` name; the encoder's weights and activations (so its
+                backward too) in that dtype, the decoder stays float32.
+            cuda_graphs: replay every UNet pass as a CUDA graph (one per batch shape).
+            channels_last: UNet and VAE encoder in the channels-last memory layout.
+        """
+        if vae_precision not in VAE_PRECISIONS:
+            raise PriorError(f"models.vae_precision={vae_precision!r}; choose one of {', '.join(VAE_PRECISIONS)}")
+        if self.device.type != "cuda":
+            return self
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its convolution kernels once
+        self.vae_dtype = VAE_PRECISIONS[vae_precision]
+        encoder = [self.vae.encoder] + ([self.vae.quant_conv] if self.vae.quant_conv is not None else [])
+        for module in encoder:
+            module.to(dtype=self.vae_dtype)
+        self.channels_last = channels_last
+        if channels_last:
+            for module in (self.unet, *encoder):
+                module.to(memory_format=torch.channels_last)
+        self.graphed_unet = GraphedCall(self._unet_pass) if cuda_graphs else None
+        return self
+
     # ------------------------------------------------------------------ geometry of the latent space
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
-        """ᾱ_t for t = 0..T-1, ``[T]`` float32 on the prior's device."""
-        return self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        """ᾱ_t for t = 0..T-1, ``[T]`` float32 on the prior's device (copied there once)."""
+        cached = getattr(self, "_alphas_cumprod", None)
+        if cached is None or cached.device != self.device:
+            cached = self._alphas_cumprod = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        return cached
 
     @property
     def num_train_timesteps(self) -> int:
@@ -264,8 +256,11 @@ class DiffusionPrior:
             if images.shape[-2:] != (size, size):
                 images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
                                        antialias=True)
-        posterior = self.vae.encode(images.to(self.device, torch.float32) * 2 - 1).latent_dist
-        return posterior.mean * self.vae.config.scaling_factor
+        pixels = images.to(self.device, self.vae_dtype) * 2 - 1
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        posterior = self.vae.encode(pixels).latent_dist
+        return posterior.mean.float() * self.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -290,12 +285,22 @@ class DiffusionPrior:
         if embeddings.shape[-1] != self.unet.config.cross_attention_dim:
             raise PriorError(f"embeddings have width {embeddings.shape[-1]} but the UNet expects "
                              f"{self.unet.config.cross_attention_dim}: they come from another prior")
-        t = torch.as_tensor(timesteps, device=self.device).reshape(-1).expand(n)
-        extra = {"cross_attention_kwargs": {"scale": self.lora.scale}} if self.lora is not None else {}
-        out = self.unet(latents.to(self.device, self.unet_dtype), t,
-                        encoder_hidden_states=embeddings.to(self.device, self.unet_dtype), **extra).sample
+        if isinstance(timesteps, int):  # a fill, not a host-to-device copy
+            t = torch.full((n,), timesteps, dtype=torch.long, device=self.device)
+        else:
+            t = timesteps.to(self.device, torch.long).reshape(-1).expand(n).contiguous()
+        latents = latents.to(self.device, self.unet_dtype)
+        if self.channels_last:
+            latents = latents.contiguous(memory_format=torch.channels_last)
+        run = self.graphed_unet or self._unet_pass
+        out = run(latents, t, embeddings.to(self.device, self.unet_dtype))
         self.n_unet_evals += 1
         return out.float()
+
+    def _unet_pass(self, latents: torch.Tensor, timesteps: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """One UNet evaluation, the LoRA at its scale; tensors already on the device in the UNet's dtype."""
+        extra = {"cross_attention_kwargs": {"scale": self.lora.scale}} if self.lora is not None else {}
+        return self.unet(latents, timesteps, encoder_hidden_states=embeddings, **extra).sample
 
     # ------------------------------------------------------------------ text
 

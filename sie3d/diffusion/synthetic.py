@@ -13,6 +13,8 @@ sd15-vae            ``vae/config.json`` + ``diffusion_pytorch_model.safetensors`
 sd15-text-encoder   ``text_encoder/config.json`` + ``model.safetensors``                123,060,480
 sd15-tokenizer      ``tokenizer/`` (vocab.json, merges.txt, 2 JSON) + ``scheduler/`` (PNDM config)
 arc2face-lora       ``pytorch_lora_weights.safetensors`` (rank 4 on every attention's q, k, v, out)
+arc2face-arcface    ``arcface.onnx``: ArcFace's input and output (``input.1`` [N, 3, 112, 112] -> [N, 512])   402,176
+                    through a small random network, not its ResNet-100 (the ID vector's loader, not its cost)
 ==================  ===============================================================  ==============
 
 The parameter counts are SD-1.5's published ones (:data:`PUBLISHED_PARAMETERS`). About 4.9 GB on disk;
@@ -130,4 +132,31 @@ def write_synthetic_weights(home: str | Path, seed: int = 0, log=print) -> dict[
     (models / "sd15-tokenizer" / "scheduler").mkdir(parents=True, exist_ok=True)
     (models / "sd15-tokenizer" / "scheduler" / "scheduler_config.json").write_text(
         json.dumps(SD15_SCHEDULER_CONFIG, indent=2))
+    counts["arcface"] = write_synthetic_arcface(models / "arc2face-arcface" / "arcface.onnx", seed + 5)
     return counts
+
+
+def write_synthetic_arcface(path: str | Path, seed: int = 0) -> int:
+    """An ONNX recognizer with ArcFace's interface (``input.1`` ``[N, 3, 112, 112]`` -> ``683`` ``[N, 512]``):
+    an 8×8 stride-8 convolution to 4 channels, flatten, a dense layer (random, seeded). Returns its
+    parameter count. It lets the paper path's identity loader run without ArcFace's 261 MB file."""
+    import numpy as np
+    try:
+        from onnx import TensorProto, helper, numpy_helper, save
+    except ImportError:
+        raise RuntimeError("writing the synthetic ArcFace needs the onnx package: pip install -e '.[insightface]'") from None
+
+    rng = np.random.default_rng(seed)
+    conv = rng.normal(0, 0.1, (4, 3, 8, 8)).astype(np.float32)
+    dense = rng.normal(0, 0.1, (4 * 14 * 14, 512)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input.1", "w"], ["c"], strides=[8, 8], kernel_shape=[8, 8]),
+         helper.make_node("Flatten", ["c"], ["f"], axis=1),
+         helper.make_node("MatMul", ["f", "d"], ["683"])],
+        "arcface_synthetic",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])],
+        initializer=[numpy_helper.from_array(conv, "w"), numpy_helper.from_array(dense, "d")])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return conv.size + dense.size

@@ -73,7 +73,8 @@ def fit_identity_to_hidden(identity: torch.Tensor, hidden_size: int, seed: int =
     if d <= hidden_size:
         return IdentityToken(torch.nn.functional.pad(v, (0, hidden_size - d)).float(), "zero-pad", d)
     gen = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(d, hidden_size, generator=gen, dtype=torch.float64))  # [d, D], q^T q = I
+    draws = torch.randn(d, hidden_size, generator=gen, dtype=torch.float64, device="cpu")
+    q, _ = torch.linalg.qr(draws)  # [d, D], q^T q = I
     w = q.T @ v
     return IdentityToken((w / w.norm()).float(), "projection", d)
 

@@ -63,12 +63,12 @@ class Evaluator:
 
     def __init__(self, features: str = "auto", detector: str = "auto", identity: str = "auto",
                  device: str | torch.device = "cpu", kid_subsets: int = 100, kid_subset_size: int = 1000):
-        from ..face.detect import BACKENDS
+        from ..face.detect import DETECTORS
 
         self.space = resolve_feature_space(features)
         self.detector = ("scrfd" if is_available("antelopev2") else "dlib") if detector == "auto" else detector
-        if self.detector not in BACKENDS:
-            raise ValueError(f"unknown face detector '{detector}'; choose auto or one of {', '.join(BACKENDS)}")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"unknown face detector '{detector}'; choose auto or one of {', '.join(DETECTORS.names())}")
         self.identity_request = identity
         self.device = resolve_device(str(device))
         self.kid_subsets = kid_subsets
@@ -223,8 +223,9 @@ class Evaluator:
         """NPS and target accuracy per classifier role, over the renders in which a face is found
         (read by :meth:`~sie3d.face.readout.FaceReadout.probabilities`). Faceless renders (back views) are
         left out; when no render has a face, the whole frontal render is classified and flagged."""
-        from ..face.emotion import EMOTIONS, neutrality_score
+        from ..face.emotion import neutrality_score
         from ..face.expression_text import emotion_class
+        from ..vocabulary import EMOTIONS
 
         readout = self.readout(run.config.models.emotion_crop_margin)
         target = emotion_class(run.config.conditioning)  # the class of the (free-text) expression

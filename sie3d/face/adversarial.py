@@ -94,8 +94,8 @@ def loss_landscape(classifier: EmotionClassifier, image: torch.Tensor, box, targ
     emotion_loss(classifier.logits(probe, box), target, logits=True).backward()
     towards = probe.grad.sign()  # steepest ascent under an L∞ budget
     generator = torch.Generator().manual_seed(seed)
-    random = torch.randint(0, 2, image.shape, generator=generator).to(image) * 2 - 1
-    offsets = torch.linspace(-extent, extent, points)
+    random = torch.randint(0, 2, image.shape, generator=generator, device="cpu").to(image) * 2 - 1
+    offsets = torch.linspace(-extent, extent, points, device=image.device)
     grid = torch.cartesian_prod(offsets, offsets)  # [points², 2]
     losses = []
     with torch.no_grad():

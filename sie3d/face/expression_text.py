@@ -1,7 +1,7 @@
 """Free-text expressions -> one of the emotion classes of the classifiers (the emotion loss's target).
 
 ``--expression "smiling broadly"`` enters the semantic embedding (paper eq 4) as written; the
-perceptual expression loss (eq 7-8) needs one of the 7 classes of :data:`~sie3d.face.emotion.EMOTIONS`.
+perceptual expression loss (eq 7-8) needs one of the 7 classes of :data:`~sie3d.vocabulary.EMOTIONS`.
 This module maps the text with a word list:
 
 1. the text is lower-cased and split into words (letters and apostrophes);
@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .emotion import EMOTIONS, emotion_index
+from ..vocabulary import EMOTIONS
+from .emotion import emotion_index
 
 #: base form -> emotion class (every class name maps to itself)
 SYNONYMS: dict[str, str] = {
@@ -190,7 +191,7 @@ def intensity_target(emotion: str | int, eta: float, neutral: str = "neutral") -
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"intensity η must lie in [0, 1], got {eta}")
-    target = torch.zeros(len(EMOTIONS))
+    target = torch.zeros(len(EMOTIONS), device="cpu")
     target[emotion_index(neutral)] += 1.0 - eta
     target[emotion_index(emotion)] += eta
     return target

@@ -12,7 +12,7 @@ dense blocks of separable convolutions. Written from the layout of the weights m
 * all windows use TensorFlow "SAME" padding (the odd pixel after): 112 → 56 → 28 → 14 → 7;
 * a 7×7 average pool (stride 2, valid) → ``[B, 256]`` → ``fc`` ``[256, 7]`` → logits over
   (neutral, happy, sad, angry, fearful, disgusted, surprised), which :class:`FaceApiExpressionNet`
-  returns reordered to :data:`sie3d.face.emotion.EMOTIONS`.
+  returns reordered to :data:`sie3d.vocabulary.EMOTIONS`.
 
 Input: RGB face crop resized to 112², values ``(255·x − mean_rgb) / 255`` with
 ``mean_rgb = (122.782, 117.001, 104.298)``.
@@ -74,13 +74,14 @@ class FaceApiExpressionNet(nn.Module):
 
     input_size = 112
     grey = False
+    weights_model = "faceapi-expression"
 
     def __init__(self):
         super().__init__()
         self.blocks = nn.ModuleList(_DenseBlock(a, b, first=(i == 0)) for i, (a, b) in enumerate(BLOCK_CHANNELS))
         self.fc = nn.Linear(256, len(FACEAPI_CLASSES))
-        self.register_buffer("order", torch.tensor(TO_EMOTIONS), persistent=False)
-        self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1) / 255.0, persistent=False)
+        self.register_buffer("order", torch.tensor(TO_EMOTIONS, device="cpu"), persistent=False)
+        self.register_buffer("mean", torch.tensor(MEAN_RGB, device="cpu").view(1, 3, 1, 1) / 255.0, persistent=False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` RGB in [0, 1] -> the network's input (mean-subtracted, still /255 scaled)."""
@@ -94,6 +95,10 @@ class FaceApiExpressionNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.faceapi_logits(x)[:, self.order]
+
+    def load_weights(self, path: Path) -> None:
+        """From the registry's folder (its :data:`MANIFEST` inside) or a manifest file."""
+        self.load_tfjs(path / MANIFEST if path.is_dir() else path)
 
     def load_tfjs(self, manifest_path: str | Path) -> "FaceApiExpressionNet":
         """Copy the weights of a tfjs manifest (+ shard) into this network.

@@ -19,6 +19,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ..images import check_rgb_uint8
+from ..registry import Registry
 from ..weights import ModelNotAvailable, is_available, model_path
 from .align import align_arcface, dlib_face_chip, landmarks5_from_68
 from .detect import Face
@@ -33,7 +34,8 @@ ARCFACE_SOURCES = {
 GLINTR100 = ("antelopev2", "glintr100.onnx")
 #: insightface's rule: a recognizer whose first nodes hold both a Sub and a Mul normalises inside the graph
 _GRAPH_HEAD_NODES = 8
-ENCODERS = ("arcface", "arcface-metric", "dlib", "sface")
+#: identity encoders by name: factory ``(model_file, allow_glintr100) -> IdentityEncoder``
+ENCODERS: Registry = Registry("identity encoder")
 DLIB_SAME_PERSON = 0.6  # dlib's threshold on the Euclidean distance of raw descriptors
 SFACE_SAME_PERSON = 0.363  # OpenCV's cosine threshold for SFace (FaceRecognizerSF, FR_COSINE)
 
@@ -196,22 +198,31 @@ def arcface_model_file(name: str = "arcface", allow_glintr100: bool = False) -> 
     raise ModelNotAvailable(first)  # pragma: no cover
 
 
+@ENCODERS.register("arcface-metric")  # insightface's w600k_r50, the ID metric
+@ENCODERS.register("arcface")  # Arc2Face's arcface.onnx (glintr100 by opt-in); registered first
+def _arcface(name: str, model_file: str | Path | None, allow_glintr100: bool) -> IdentityEncoder:
+    return ArcFaceEncoder(model_file or arcface_model_file(name, allow_glintr100), name=name)
+
+
+@ENCODERS.register("dlib")
+def _dlib(name: str, model_file: str | Path | None, allow_glintr100: bool) -> IdentityEncoder:
+    return DlibEncoder()
+
+
+@ENCODERS.register("sface")  # OpenCV's, the offline held-out judge
+def _sface(name: str, model_file: str | Path | None, allow_glintr100: bool) -> IdentityEncoder:
+    return SFaceEncoder(model_file)
+
+
 def make_identity_encoder(name: str = "dlib", model_file: str | Path | None = None,
                           allow_glintr100: bool = False) -> IdentityEncoder:
-    """``arcface`` (Arc2Face's glintr100), ``arcface-metric`` (w600k_r50, the ID metric), ``dlib`` or
-    ``sface`` (OpenCV's, the offline held-out judge).
+    """The encoder of :data:`ENCODERS` named ``name`` (``arcface``, ``arcface-metric``, ``dlib``, ``sface``).
 
     Args:
         model_file: an ONNX file (ArcFace layout, or SFace's) instead of the registry's.
         allow_glintr100: let ``arcface`` fall back to antelopev2's glintr100 (see :func:`arcface_model_file`).
     """
-    if name == "dlib":
-        return DlibEncoder()
-    if name == "sface":
-        return SFaceEncoder(model_file)
-    if name in ARCFACE_SOURCES:
-        return ArcFaceEncoder(model_file or arcface_model_file(name, allow_glintr100), name=name)
-    raise ValueError(f"unknown identity encoder '{name}'; choose one of {', '.join(ENCODERS)}")
+    return ENCODERS.get(name)(name, model_file, allow_glintr100)
 
 
 def embed_photos(encoder: IdentityEncoder, images: Sequence[np.ndarray], faces: Sequence[Face]) -> np.ndarray:

@@ -20,7 +20,8 @@ from ..run_dir import FaceReading
 from ..runtime import ModelCache
 from ..weights import ModelNotAvailable
 from .detect import Face, detect_faces
-from .emotion import EMOTIONS, EmotionClassifier, emotion_box, image_to_tensor, load_emotion_classifier
+from ..vocabulary import EMOTIONS
+from .emotion import EmotionClassifier, emotion_box, image_to_tensor, load_emotion_classifier
 from .identity import cosine_similarity, dlib_distance, make_identity_encoder
 from .landmarks import expression_measures, landmarks_68
 
@@ -75,7 +76,7 @@ class FaceReadout:
         return out
 
     def read(self, image: np.ndarray, names: Sequence[str], face: Face | None = None,
-             photo_descriptor: np.ndarray | None = None) -> FaceReading:
+             photo_descriptor: np.ndarray | None = None, landmark_source: str = "dlib") -> FaceReading:
         """The reading of one image.
 
         Args:
@@ -83,6 +84,8 @@ class FaceReadout:
             face: the face to read (the photo's, detected once); ``None``: the best dlib face, and
                 ``face_found`` says whether there was one.
             photo_descriptor: ``[128]`` dlib descriptor to measure the identity distance to (None: not measured).
+            landmark_source: who places the 68 landmarks (a :data:`sie3d.face.landmarks.LANDMARK_SOURCES`
+                name; the photo's is ``models.landmarks``).
         """
         reading = FaceReading()
         if face is None:
@@ -95,7 +98,7 @@ class FaceReadout:
             descriptor = dlib_descriptor(image, face)
             reading.dlib_distance = dlib_distance(photo_descriptor, descriptor)
             reading.dlib_cosine = cosine_similarity(photo_descriptor, descriptor)
-        reading.landmarks = expression_measures(landmarks_68(image, face))
+        reading.landmarks = expression_measures(landmarks_68(image, face, landmark_source))
         reading.emotions = self.emotions(image, face.box, names)
         return reading
 

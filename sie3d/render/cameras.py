@@ -79,7 +79,9 @@ def project_points(points: torch.Tensor, cameras: Cameras) -> torch.Tensor:
 
 
 def _as_batch(*values) -> list[torch.Tensor]:
-    tensors = [torch.as_tensor(v, dtype=torch.float32) for v in values]
+    """float32 ``[C]`` tensors of floats or tensors, broadcast; on the device of the tensors given (CPU for floats)."""
+    device = next((v.device for v in values if torch.is_tensor(v)), "cpu")
+    tensors = [torch.as_tensor(v, dtype=torch.float32, device=device) for v in values]
     return [t.reshape(-1) for t in torch.broadcast_tensors(*tensors)]
 
 
@@ -95,15 +97,15 @@ def look_at(eye: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tens
     """World-to-camera [C, 4, 4] (OpenCV) for cameras at ``eye`` [C, 3] looking at ``target`` (origin), +y up."""
     target = torch.zeros_like(eye) if target is None else target.expand_as(eye)
     forward = torch.nn.functional.normalize(target - eye, dim=-1)
-    up = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype).expand_as(eye)
+    up = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
     right = torch.linalg.cross(forward, up)
     degenerate = right.norm(dim=-1) < 1e-6  # looking straight up or down: pick +z as the up hint
-    right = torch.where(degenerate[:, None], torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0]).expand_as(eye)),
-                        right)
+    z_hint = torch.tensor([0.0, 0.0, 1.0], device=eye.device).expand_as(eye)
+    right = torch.where(degenerate[:, None], torch.linalg.cross(forward, z_hint), right)
     right = torch.nn.functional.normalize(right, dim=-1)
     down = torch.linalg.cross(forward, right)
     rotation = torch.stack([right, down, forward], dim=1)  # rows: camera axes in world coordinates
-    viewmats = torch.zeros(eye.shape[0], 4, 4, dtype=eye.dtype)
+    viewmats = torch.zeros(eye.shape[0], 4, 4, dtype=eye.dtype, device=eye.device)
     viewmats[:, :3, :3] = rotation
     viewmats[:, :3, 3] = -(rotation @ eye[..., None]).squeeze(-1)
     viewmats[:, 3, 3] = 1.0
@@ -114,7 +116,7 @@ def intrinsics(fovy, width: int, height: int) -> torch.Tensor:
     """[C, 3, 3] pinhole intrinsics with square pixels and the principal point at the image centre."""
     (fovy,) = _as_batch(fovy)
     focal = 0.5 * height / torch.tan(0.5 * fovy)
-    Ks = torch.zeros(fovy.shape[0], 3, 3)
+    Ks = torch.zeros(fovy.shape[0], 3, 3, device=fovy.device)
     Ks[:, 0, 0] = focal
     Ks[:, 1, 1] = focal
     Ks[:, 0, 2] = 0.5 * width
@@ -191,6 +193,9 @@ class CameraSampler:
     * background: white with probability ``1 - p_nonwhite_background``, otherwise black or a
       uniformly random colour with equal probability;
     * flip: a fair coin per camera when ``random_flip``.
+
+    Everything is drawn on the CPU from the (CPU) ``generator``, so a seed gives the same cameras on
+    every device; the trainer moves the batch to its own.
     """
 
     def __init__(self, cfg: CameraConfig, resolution: int):
@@ -222,19 +227,19 @@ class CameraSampler:
         cfg = self.cfg
 
         def uniform(lo: float, hi: float) -> torch.Tensor:
-            return lo + (hi - lo) * torch.rand(batch_size, generator=generator)
+            return lo + (hi - lo) * torch.rand(batch_size, generator=generator, device="cpu")
 
         radius = uniform(*self.radius_bounds(iteration))
         polar = uniform(*cfg.polar_range)
-        front = torch.rand(batch_size, generator=generator) < cfg.front_bias
+        front = torch.rand(batch_size, generator=generator, device="cpu") < cfg.front_bias
         azimuth = torch.where(front, uniform(-cfg.front_sector, cfg.front_sector), uniform(*cfg.azimuth_range))
         fovy = uniform(*self.fovy_bounds(iteration))
         cameras = orbit_cameras(radius, polar, wrap_azimuth(azimuth), fovy, self.resolution, self.resolution)
 
-        nonwhite = torch.rand(batch_size, generator=generator) < cfg.p_nonwhite_background
-        black = torch.rand(batch_size, generator=generator) < 0.5
-        random_colour = torch.rand(batch_size, 3, generator=generator)
-        backgrounds = torch.where(nonwhite[:, None], torch.where(black[:, None], torch.zeros(3), random_colour),
-                                  torch.ones(3))
-        flip = (torch.rand(batch_size, generator=generator) < 0.5) & cfg.random_flip
+        nonwhite = torch.rand(batch_size, generator=generator, device="cpu") < cfg.p_nonwhite_background
+        black = torch.rand(batch_size, generator=generator, device="cpu") < 0.5
+        random_colour = torch.rand(batch_size, 3, generator=generator, device="cpu")
+        black_or_random = torch.where(black[:, None], torch.zeros(3, device="cpu"), random_colour)
+        backgrounds = torch.where(nonwhite[:, None], black_or_random, torch.ones(3, device="cpu"))
+        flip = (torch.rand(batch_size, generator=generator, device="cpu") < 0.5) & cfg.random_flip
         return CameraBatch(cameras=cameras, backgrounds=backgrounds, flip=flip)

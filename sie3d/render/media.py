@@ -37,7 +37,7 @@ def render_views(splats: Splats, azimuths_deg, resolution: int = 256, camera_cfg
     """uint8 [T, H, W, 3] renders from orbit cameras at the given azimuths (evaluation camera settings
     of ``camera_cfg`` unless radius / fovy / polar are given)."""
     radius, fovy, polar_deg = _orbit(camera_cfg, radius, fovy, polar_deg)
-    azimuths = torch.as_tensor(azimuths_deg, dtype=torch.float32).reshape(-1)
+    azimuths = torch.as_tensor(azimuths_deg, dtype=torch.float32, device="cpu").reshape(-1)
     frames = []
     for start in range(0, azimuths.numel(), batch):
         cams = orbit_cameras(radius, polar_deg, azimuths[start:start + batch], fovy, resolution, resolution)
@@ -50,7 +50,7 @@ def render_turntable(splats: Splats, n_frames: int = 36, resolution: int = 256,
     """uint8 [T, H, W, 3]: a full turn starting at the frontal view (azimuth 0, then towards +90)."""
     if n_frames < 1:
         raise ValueError(f"a turntable needs at least one frame, got {n_frames}")
-    azimuths = torch.arange(n_frames, dtype=torch.float32) * (360.0 / n_frames)
+    azimuths = torch.arange(n_frames, dtype=torch.float32, device="cpu") * (360.0 / n_frames)
     return render_views(splats, azimuths, resolution, camera_cfg, **kwargs)
 
 

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ..registry import Registry
 from . import cpu_kernel
 from .cameras import Cameras
 from .rasterize import composite_dense, composite_tiled, project_gaussians
 from .splats import Splats
 
-BACKENDS = ("auto", "compiled", "torch", "dense", "gsplat")
+#: rasterizers by name: ``draw(splats, cameras, backgrounds [C, 3], tile_size, near, far) -> RenderOutput``
+#: (cameras on the splats' device); ``auto`` is not one of them but a choice among them (:func:`resolve_backend`)
+BACKENDS: Registry = Registry("render backend")
 _fallback_warned: list[str] = []  # the one fallback warning of this process, once given
 
 
@@ -66,10 +69,10 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     ``gsplat`` without CUDA and ``compiled`` on a GPU are errors; ``compiled`` that cannot be built
     falls back to ``torch`` with one warning per process giving the reason.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"render backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         backend = "gsplat" if device.type == "cuda" else "compiled"
+    elif backend not in BACKENDS:
+        raise ValueError(f"unknown render backend '{backend}'; choose auto or one of {', '.join(BACKENDS.names())}")
     if backend == "gsplat" and device.type != "cuda":
         raise ValueError("render.backend=gsplat needs the splats on a CUDA device; use render.backend=auto on CPU")
     if backend == "compiled":
@@ -118,38 +121,45 @@ def render(
     device = splats.device
     backend = resolve_backend(backend, device)
     cameras = cameras.to(device)
-    viewmats, Ks = cameras.viewmats.to(splats.means.dtype), cameras.Ks.to(splats.means.dtype)
     backgrounds = _backgrounds(background, len(cameras), splats.means)
-    if backend == "gsplat":
-        return _render_gsplat(splats, viewmats, Ks, cameras.width, cameras.height, backgrounds, tile_size,
-                              near_plane, far_plane)
-
-    project = cpu_kernel.project_gaussians_compiled if backend == "compiled" else project_gaussians
-    proj = project(splats.means, splats.quats, splats.scales, splats.opacities, viewmats, Ks,
-                   cameras.width, cameras.height, near_plane=near_plane, far_plane=far_plane)
-    features = torch.cat([splats.colors.expand(len(cameras), -1, -1), proj.depths[..., None]], dim=-1)
-    backgrounds4 = torch.cat([backgrounds, torch.zeros_like(backgrounds[:, :1])], dim=-1)
-    if backend == "dense":
-        image, alpha = composite_dense(proj, features, backgrounds4, cameras.width, cameras.height)
-    elif backend == "compiled":
-        image, alpha = cpu_kernel.composite_compiled(proj, features, backgrounds4, cameras.width, cameras.height,
-                                                     tile_size)
-    else:
-        image, alpha = composite_tiled(proj, features, backgrounds4, cameras.width, cameras.height, tile_size)
-    depth = image[..., 3:] / alpha.clamp_min(1e-10)
-    return RenderOutput(rgb=image[..., :3], alpha=alpha, depth=depth, means2d=proj.means2d, radii=proj.radii,
-                        backend=backend)
+    return BACKENDS.get(backend)(splats, cameras, backgrounds, tile_size, near_plane, far_plane)
 
 
-def _render_gsplat(splats, viewmats, Ks, width, height, backgrounds, tile_size, near_plane, far_plane):
+def _projected(backend: str, project, composite):
+    """A rasterizer of this package: project (PyTorch or C++), then composite colour + depth."""
+
+    def draw(splats: Splats, cameras: Cameras, backgrounds: torch.Tensor, tile_size: int, near_plane: float,
+             far_plane: float) -> RenderOutput:
+        viewmats, Ks = cameras.viewmats.to(splats.means.dtype), cameras.Ks.to(splats.means.dtype)
+        proj = project(splats.means, splats.quats, splats.scales, splats.opacities, viewmats, Ks,
+                       cameras.width, cameras.height, near_plane=near_plane, far_plane=far_plane)
+        features = torch.cat([splats.colors.expand(len(cameras), -1, -1), proj.depths[..., None]], dim=-1)
+        backgrounds4 = torch.cat([backgrounds, torch.zeros_like(backgrounds[:, :1])], dim=-1)
+        image, alpha = composite(proj, features, backgrounds4, cameras.width, cameras.height, tile_size)
+        depth = image[..., 3:] / alpha.clamp_min(1e-10)
+        return RenderOutput(rgb=image[..., :3], alpha=alpha, depth=depth, means2d=proj.means2d, radii=proj.radii,
+                            backend=backend)
+
+    return BACKENDS.register(backend)(draw)
+
+
+_projected("compiled", cpu_kernel.project_gaussians_compiled, cpu_kernel.composite_compiled)
+_projected("torch", project_gaussians, composite_tiled)
+_projected("dense", project_gaussians, lambda proj, features, bg, width, height, tile_size:
+           composite_dense(proj, features, bg, width, height))
+
+
+@BACKENDS.register("gsplat")
+def _render_gsplat(splats, cameras, backgrounds, tile_size, near_plane, far_plane):
     try:
         from gsplat import rasterization
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("render.backend=gsplat needs gsplat: pip install -e '.[gpu]' (gsplat==1.5.3 on a CUDA "
                           "build of torch), or use render.backend=torch") from exc
+    viewmats, Ks = cameras.viewmats.to(splats.means.dtype), cameras.Ks.to(splats.means.dtype)
     colors, alphas, meta = rasterization(
         means=splats.means, quats=splats.quats, scales=splats.scales, opacities=splats.opacities,
-        colors=splats.colors, viewmats=viewmats, Ks=Ks, width=width, height=height,
+        colors=splats.colors, viewmats=viewmats, Ks=Ks, width=cameras.width, height=cameras.height,
         near_plane=near_plane, far_plane=far_plane, eps2d=0.3, packed=False, tile_size=tile_size,
         backgrounds=backgrounds, render_mode="RGB+ED", rasterize_mode="classic",
     )

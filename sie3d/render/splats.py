@@ -79,10 +79,10 @@ def random_splats(
     g = generator
 
     def rand(*shape):
-        return torch.rand(*shape, generator=g, dtype=dtype)
+        return torch.rand(*shape, generator=g, dtype=dtype, device="cpu")
 
-    means = (rand(n, 3) - 0.5) * extent + torch.tensor(center, dtype=dtype)
-    quats = torch.randn(n, 4, generator=g, dtype=dtype)
+    means = (rand(n, 3) - 0.5) * extent + torch.tensor(center, dtype=dtype, device="cpu")
+    quats = torch.randn(n, 4, generator=g, dtype=dtype, device="cpu")
     quats = quats / quats.norm(dim=-1, keepdim=True)
     lo, hi = log_scale_range
     scales = torch.exp(lo + (hi - lo) * rand(n, 3))

@@ -91,10 +91,10 @@ def expression_prior_target(names: list[str], emotion: str, eta: float = 1.0) ->
     """
     known = {n for prototype in EXPRESSION_PROTOTYPES.values() for n in prototype}
     if not set(names) & known:
-        return torch.zeros(len(names)), torch.ones(len(names), dtype=torch.bool)
+        return torch.zeros(len(names), device="cpu"), torch.ones(len(names), dtype=torch.bool, device="cpu")
     prototype = EXPRESSION_PROTOTYPES.get(emotion, {}) if eta > 0 else {}  # η = 0 is the neutral face
-    target = torch.tensor([eta * prototype.get(n, 0.0) for n in names])
-    return target, torch.tensor([n in prototype for n in names], dtype=torch.bool)
+    target = torch.tensor([eta * prototype.get(n, 0.0) for n in names], device="cpu")
+    return target, torch.tensor([n in prototype for n in names], dtype=torch.bool, device="cpu")
 
 
 def loss_expression_prior(coefficients: torch.Tensor, used: torch.Tensor) -> torch.Tensor:

@@ -39,13 +39,14 @@ from ..config import Config
 from ..diffusion.conditioning import build_conditioning
 from ..diffusion.guidance import make_guidance
 from ..diffusion.prior import DiffusionPrior
-from ..face.emotion import EMOTIONS, emotion_index, emotion_loss, load_emotion_classifier
+from ..face.emotion import emotion_index, emotion_loss, load_emotion_classifier
 from ..face.expression_text import emotion_class, intensity_target
 from ..render.cameras import CameraSampler
 from ..render.renderer import render
 from ..render.splats import Splats
 from ..runtime import seed_everything
 from ..subject import PreparedSubject
+from ..vocabulary import EMOTIONS
 from .checkpoint import (
     capture_rng,
     checkpoint_path,
