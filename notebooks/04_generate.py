@@ -77,13 +77,13 @@ from sie3d.diffusion.conditioning import build_conditioning, cosine_similarity_m
 from sie3d.diffusion.prior import DiffusionPrior
 from sie3d.evaluation import report
 from sie3d.face.detect import FaceWarning, detect_faces, select_face
-from sie3d.generate import load_summary
 from sie3d.images import load_photo, sample_portrait
 from sie3d.render.media import save_image
 from sie3d.request import resolve_request
+from sie3d.run_dir import read_summary
 from sie3d.runtime import resolve_device
 from sie3d.subject import make_subject
-from sie3d.train.trainer import read_metrics
+from sie3d.train.metrics_log import read_metrics
 
 notebook_start = time.perf_counter()
 # every logged iteration, for the curves below (logging does not change the optimisation)
@@ -139,12 +139,12 @@ batch.raise_for_failures()
 pending = [o for o in batch.outcomes if o.status != "skipped"]
 runs = {name: out_dir / name for name in requests}
 generation_seconds = time.perf_counter() - start
-runs = {name: (runs[name], load_summary(runs[name])) for name in requests}
-people_runs = {name: (out_dir / name, load_summary(out_dir / name)) for name in people_requests}
+runs = {name: (runs[name], read_summary(runs[name])) for name in requests}
+people_runs = {name: (out_dir / name, read_summary(out_dir / name)) for name in people_requests}
 metrics = {name: read_metrics(run_dir) for name, (run_dir, _) in runs.items()}
 print(f"generated {len(pending)} run(s) in {generation_seconds:.0f} s, reused {len(grid) - len(pending)}")
 for name, (run_dir, summary) in runs.items():
-    print(f"  {name}: {summary['iterations']} iterations, {summary['seconds_per_iteration']:.2f} s/iteration")
+    print(f"  {name}: {summary.iterations} iterations, {summary.seconds_per_iteration:.2f} s/iteration")
 
 # %% [markdown]
 # ## From the photo to the target expression
@@ -170,7 +170,7 @@ fig.savefig(out_dir / "photo_vs_frontal.png", dpi=80, bbox_inches="tight")
 # read the final renders again with detection, the evaluation crop and landmarks.
 
 # %% tags=["hide-input"]
-fig = report.curve_grid(metrics, {name: summary["expression"] for name, (_, summary) in runs.items()})
+fig = report.curve_grid(metrics, {name: summary.expression for name, (_, summary) in runs.items()})
 fig.savefig(out_dir / "curves.png", dpi=80, bbox_inches="tight")
 
 # %% [markdown]

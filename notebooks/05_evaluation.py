@@ -43,7 +43,6 @@ expressions = ["neutral"]
 photos = []  # more identities: photo paths, one person each (the astronaut is always the first)
 
 # %% tags=["hide-input"]
-import json
 import time
 import warnings
 from dataclasses import replace
@@ -57,13 +56,14 @@ from myst_nb import glue
 from sie3d.batch.engine import EVALUATION_DIR, evaluate_grid, run_batch
 from sie3d.batch.manifest import ablation_spec
 from sie3d.config import load_config
-from sie3d.evaluation import report
+from sie3d.evaluation import ablation_report, report
 from sie3d.evaluation.ablations import ABLATIONS, paper_rows
 from sie3d.evaluation.paper_tables import TABLE1, TABLE2, comparison_bar_plot, comparison_markdown
 from sie3d.evaluation.run_files import FRONTAL_RENDER, read_run
 from sie3d.face.detect import FaceWarning
 from sie3d.images import load_photo
 from sie3d.render.media import save_image
+from sie3d.run_dir import read_summary
 
 config = load_config(params_file, *extra_params, overrides=overrides)
 run_iterations = iterations if config.preset == "quick" else None
@@ -112,7 +112,7 @@ with warnings.catch_warnings():
 study.raise_for_failures()
 evaluation, evaluation_dir = study.evaluation, spec.out / EVALUATION_DIR
 print(f"grid done in {time.perf_counter() - start:.0f} s: " + ", ".join(
-    f"{c.ablation} {o.status} ({json.loads((c.run_dir / 'summary.json').read_text())['wall_seconds']:.0f} s)"
+    f"{c.ablation} {o.status} ({read_summary(c.run_dir).wall_seconds:.0f} s)"
     for c, o in zip(cells, study.outcomes)))
 
 # %% [markdown]
@@ -127,9 +127,9 @@ print(f"grid done in {time.perf_counter() - start:.0f} s: " + ", ".join(
 # identities or a reference set (`--reference DIR`).
 
 # %% tags=["hide-input"]
-display(Markdown(report.metrics_table(evaluation, labels, config.models.emotion_loss_classifier,
+display(Markdown(ablation_report.metrics_table(evaluation, labels, config.models.emotion_loss_classifier,
                                       config.models.emotion_eval_classifier)))
-display(Markdown(report.metrics_notes(evaluation)))
+display(Markdown(ablation_report.metrics_notes(evaluation)))
 print(f"full tables (per run, KID, classifier predictions): {evaluation_dir}/metrics.md, runs.csv, "
       "groups.csv, evaluation.json")
 
@@ -165,14 +165,15 @@ per_run = {Path(r["run_dir"]): r for r in evaluation["runs"]}
 titles = {a: f"{labels[a]}\nID {report.fmt(per_run[f.run_dir]['identity']['frontal'], 2)}  "
              f"NPS {report.fmt(per_run[f.run_dir]['emotion']['loss']['nps'], 2)}" for a, f in run_files.items()}
 # the frontal render and every second view (front, sides, back), so each panel stays legible
-fig = report.ablation_gallery(load_photo(photo_path), {a: f.renders[:1] + f.renders[1::2] for a, f in run_files.items()},
-                              titles, panel=1.15)
+fig = ablation_report.ablation_gallery(load_photo(photo_path),
+                                      {a: f.renders[:1] + f.renders[1::2] for a, f in run_files.items()},
+                                      titles, panel=1.15)
 fig.savefig(out_dir / "gallery.png", dpi=80, bbox_inches="tight")
 
 # %% tags=["hide-input"]
-display(Markdown(report.movement_table(
+display(Markdown(ablation_report.movement_table(
     {a: f.run_dir / FRONTAL_RENDER for a, f in run_files.items()},
-    {a: json.loads((f.run_dir / "summary.json").read_text()) for a, f in run_files.items()},
+    {a: f.summary for a, f in run_files.items()},
     labels, list(dict.fromkeys([config.models.emotion_loss_classifier, config.models.emotion_eval_classifier])))))
 
 # %% tags=["hide-input"]
@@ -247,7 +248,7 @@ for ablation, files in run_files.items():
 # ## Summary
 
 # %% tags=["remove-input"]
-highlights = report.ablation_highlights(evaluation, labels, config.models.emotion_loss_classifier,
+highlights = ablation_report.ablation_highlights(evaluation, labels, config.models.emotion_loss_classifier,
                                         (TABLE2[0].nps, TABLE2[2].nps))
 glue("highlights", Markdown("\n".join(f"* {line}" for line in highlights)), display=False)
 display(Markdown("\n".join(f"* {line}" for line in [

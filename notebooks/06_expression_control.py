@@ -61,10 +61,10 @@ from sie3d.batch.manifest import BatchRun, Person
 from sie3d.config import load_config
 from sie3d.face.detect import FaceWarning
 from sie3d.face.expression_text import UnknownExpression
-from sie3d.generate import load_summary
 from sie3d.render.media import save_image
 from sie3d.render.sequences import labelled_strip
 from sie3d.request import resolve_request
+from sie3d.run_dir import read_summary
 from sie3d.train.finished import load_finished_avatar
 
 warnings.simplefilter("ignore", FaceWarning)  # the astronaut's suit holds a weak second "face"
@@ -110,9 +110,9 @@ grid = [BatchRun(f"eta_{eta:g}", out_dir / f"eta_{eta:g}", person, "full",
 batch = run_batch(grid, out_dir, evaluate_fn=None, progress=False, log=logging.getLogger("sie3d.notebooks").info,
                   replace_stale=True)
 batch.raise_for_failures()
-summaries = [load_summary(run.run_dir) for run in grid]
-judges = [name for name in ("faceapi", "fer") if f"emotion_{name}" in summaries[0]["frontal"]]
-readings = {name: [s["frontal"].get(f"emotion_{name}", {}).get(target_class, np.nan) for s in summaries]
+summaries = [read_summary(run.run_dir) for run in grid]
+judges = [name for name in ("faceapi", "fer") if name in summaries[0].frontal.emotions]
+readings = {name: [s.frontal.emotions.get(name, {}).get(target_class, np.nan) for s in summaries]
             for name in judges}
 print(f"'{expression}' -> class '{target_class}'; {len(batch.outcomes) - batch.count('skipped')} run(s) made, "
       f"{batch.count('skipped')} reused")
@@ -137,7 +137,7 @@ plt.show()
 table = "| η | " + " | ".join(f"p({target_class}) {n}" for n in judges) + " | coefficients |\n|---|" + "---|" * (
     len(judges) + 1) + "\n"
 for eta, summary, *values in zip(intensities, summaries, *readings.values()):
-    moved = {k: round(v, 2) for k, v in summary["expression_coefficients"].items() if v >= 0.05}
+    moved = {k: round(v, 2) for k, v in summary.expression_coefficients.items() if v >= 0.05}
     table += f"| {eta:g} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {moved} |\n"
 display(Markdown(table))
 display(Markdown(" ".join(

@@ -1,12 +1,12 @@
 """Photo(s) + expression text -> a run directory holding an optimised 3D Gaussian avatar.
 
-Run directory layout (what :mod:`sie3d.evaluation.evaluate` reads):
-
-``config.yaml`` ``manifest.json`` (seed, versions, git revision, status) · ``inputs/photo_K.png`` ·
-``metrics.jsonl`` (every logged iteration) · ``checkpoints/`` · ``avatar.ply`` (INRIA layout, COLMAP
-y-down convention, at the target expression) + ``avatar.spz`` (the same, compressed, for web viewers) ·
-``frontal.png`` · ``views/view_NNN.png`` + ``views.png`` (grid) ·
-``turntable.mp4`` + ``turntable.gif`` · ``summary.json``.
+Three steps: prepare the subject (:func:`sie3d.subject.prepare_subject`) and paint the initial avatar
+(:func:`sie3d.subject.initial_avatar`), fit it (:class:`sie3d.train.trainer.AvatarTrainer`), export it
+(:func:`export`) and write what the run measured of itself (:func:`summarise`, through the face readout
+:mod:`sie3d.face.readout`). The run directory's layout is :mod:`sie3d.run_dir`'s: ``avatar.ply`` (INRIA
+layout, COLMAP y-down convention, at the target expression) + ``avatar.spz`` (the same, compressed, for
+web viewers), ``frontal.png``, ``views/view_NNN.png`` + ``views.png`` (grid), ``turntable.mp4`` +
+``turntable.gif``, ``summary.json`` (:class:`sie3d.run_dir.Summary`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,18 +25,16 @@ from .avatar.ply import save_ply
 from .avatar.spz import save_spz
 from .config import Config
 from .diffusion.prior import DiffusionPrior
-from .face.detect import detect_faces
-from .face.emotion import emotion_box, load_emotion_classifier
 from .face.expression_text import emotion_class
-from .face.identity import cosine_similarity, dlib_distance, make_identity_encoder
-from .face.landmarks import expression_measures, landmarks_68
+from .face.readout import FaceReadout, back_of_head_colour, dlib_descriptor, view_faces
 from .render.media import render_turntable, render_views, save_image, save_turntable, view_grid
-from .run_dir import SUMMARY_FILE, RunDir, RunLock
-from .runtime import ModelCache, resolve_device, write_json_atomic
-from .subject import PreparedSubject, make_subject, prepare_subject
-from .train.trainer import AvatarTrainer, read_metrics
-from .vocabulary import EMOTIONS
-from .weights import ModelNotAvailable
+from .run_dir import (AVATAR_PLY, AVATAR_SPZ, FRONTAL_PHOTO_EXPRESSION, FRONTAL_RENDER,
+                      SUMMARY_FILE, TURNTABLE_GIF, TURNTABLE_MP4, VIEW_GRID, RunDir, RunLock, Summary,
+                      has_checkpoints, input_photo_path, view_path, write_summary)
+from .runtime import ModelCache, resolve_device
+from .subject import PreparedSubject, initial_avatar, make_subject, prepare_subject
+from .train.metrics_log import read_metrics
+from .train.trainer import AvatarTrainer
 
 EVAL_RESOLUTION = 256  # frontal / view renders for identity and landmark checks (dlib needs ~80 px faces)
 
@@ -46,159 +45,91 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
-def _face_report(image: np.ndarray, photo_descriptor: np.ndarray, classifiers: dict[str, Any],
-                 device: torch.device, margin: float) -> dict[str, Any]:
-    """Identity distance, emotion probabilities and landmark measures of one uint8 render."""
-    faces = detect_faces(image, "dlib")
-    if not faces:
-        return {"face_found": False}
-    face = faces[0]
-    encoder = make_identity_encoder("dlib")
-    descriptor = encoder.raw(image, face)
-    report: dict[str, Any] = {
-        "face_found": True,
-        "dlib_distance": dlib_distance(photo_descriptor, descriptor),
-        "dlib_cosine": cosine_similarity(photo_descriptor, descriptor),
-        "landmarks": expression_measures(landmarks_68(image, face)),
-    }
-    report.update(_emotion_readings(image, face.box, classifiers, device, margin))
-    return report
+@dataclass
+class Exported:
+    """The renders :func:`export` wrote that the summary reads: ``frontal`` and ``frontal_photo`` (the
+    avatar at the photo's expression) ``[H, W, 3]`` uint8, ``views`` ``[T, H, W, 3]`` at ``azimuths``
+    (degrees), ``back`` the view from behind."""
+
+    frontal: np.ndarray
+    frontal_photo: np.ndarray
+    views: np.ndarray
+    azimuths: np.ndarray
+    back: np.ndarray
 
 
-def view_faces(images: np.ndarray, azimuths: Sequence[float]) -> list[dict[str, Any]]:
-    """Whether each ``[T, H, W, 3]`` uint8 view shows a face: dlib's HOG (the detector the photo went
-    through) and YuNet (held out; it still finds faces turned ~70° away). Per view: ``azimuth``
-    (degrees), ``dlib`` (bool), ``yunet`` (the best score, or None)."""
-    report = []
-    for image, azimuth in zip(images, azimuths):
-        yunet = detect_faces(image, "yunet")
-        report.append({"azimuth": float(azimuth), "dlib": bool(detect_faces(image, "dlib", landmarks=False)),
-                       "yunet": max(f.score for f in yunet) if yunet else None})
-    return report
-
-
-def back_of_head_colour(image: np.ndarray, colours: dict[str, Any]) -> dict[str, Any]:
-    """The back view's head colour against the photo's hair and skin colours.
-
-    ``image``: ``[H, W, 3]`` uint8 render from behind on white; the head is the upper 40 % of the
-    non-white silhouette (the neck below is skin on every head). ``colours``: the person fit's
-    ``{"skin": [3], "hair": [3] or None}`` in [0, 1] (empty without ``models.person_colours``).
-
-    Returns:
-        ``{"colour": [3] median in [0, 1], "to_hair": RGB distance (0-255 units) or None, "to_skin": ...}``.
-    """
-    silhouette = (image.astype(np.int32).sum(-1) < 3 * 245)
-    rows = np.nonzero(silhouette.any(1))[0]
-    if not len(rows):
-        return {"colour": None, "to_hair": None, "to_skin": None}
-    top = rows[0] + int(0.4 * (rows[-1] - rows[0] + 1))
-    colour = np.median(image[:top][silhouette[:top]], axis=0) / 255.0
-
-    def distance(reference) -> float | None:
-        return None if reference is None else float(255 * np.linalg.norm(colour - np.asarray(reference)))
-
-    return {"colour": colour.tolist(), "to_hair": distance(colours.get("hair")), "to_skin": distance(colours.get("skin"))}
-
-
-@torch.no_grad()
-def _emotion_readings(image: np.ndarray, face_box, classifiers: dict[str, Any], device: torch.device,
-                      margin: float) -> dict[str, dict[str, float]]:
-    """``{"emotion_<classifier>": {class: probability}}`` of the face at ``face_box`` (x0, y0, x1, y1
-    pixels) in a uint8 ``[H, W, 3]`` image, cropped as on photos (:func:`sie3d.face.emotion.emotion_box`)."""
-    box = torch.as_tensor(emotion_box(face_box, image.shape[1], image.shape[0], margin), dtype=torch.float32,
-                          device=device)
-    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float().to(device) / 255.0
-    return {f"emotion_{name}": dict(zip(EMOTIONS, map(float, classifier(tensor, box)[0].cpu())))
-            for name, classifier in classifiers.items()}
-
-
-def _classifiers(config: Config, device: torch.device,
-                 models: ModelCache) -> tuple[dict[str, Any], dict[str, str]]:
-    loaded, missing = {}, {}
-    for name in dict.fromkeys([config.models.emotion_loss_classifier, config.models.emotion_eval_classifier]):
-        try:
-            loaded[name] = models.get(("emotion", name, str(device)), lambda: load_emotion_classifier(name, device))
-        except ModelNotAvailable as exc:
-            missing[name] = str(exc)
-    return loaded, missing
-
-
-def write_outputs(trainer: AvatarTrainer, run: RunDir, prepared: PreparedSubject, photo_paths: list[str],
-                  wall_seconds: float, log: Callable[[str], None] = print,
-                  models: ModelCache | None = None) -> dict[str, Any]:
-    """Export the avatar and its renders, measure identity / expression, write ``summary.json``.
-
-    The photo's side of every comparison (dlib descriptor, 68 landmarks, face box) comes from
-    ``prepared``; only the renders are detected and measured here.
-    """
-    config, device, out = trainer.config, trainer.device, run.path
+def export(trainer: AvatarTrainer, out: Path) -> Exported:
+    """Write the avatar (``avatar.ply``, ``avatar.spz``) and its renders (frontal, views, turntable)."""
+    config = trainer.config
     cams = config.cameras
     with torch.no_grad():
         final_vertices = trainer.template.deform(trainer.expression.detach())
         final = trainer.gaussians.to_world(final_vertices).detach()
         at_photo = trainer.gaussians.to_world(trainer.template.deform(trainer.photo_expression)).detach()
-    save_ply(final.to("cpu"), out / "avatar.ply")
-    save_spz(final.to("cpu"), out / "avatar.spz")
+    save_ply(final.to("cpu"), out / AVATAR_PLY)
+    save_spz(final.to("cpu"), out / AVATAR_SPZ)
 
     backend = config.render.backend
-    frontal, frontal_photo = (render_views(s, [0.0], EVAL_RESOLUTION, cams, backend=backend)[0] for s in (final, at_photo))
-    save_image(frontal, out / "frontal.png")
-    save_image(frontal_photo, out / "frontal_photo_expression.png")
+    frontal, frontal_photo = (render_views(s, [0.0], EVAL_RESOLUTION, cams, backend=backend)[0]
+                              for s in (final, at_photo))
+    save_image(frontal, out / FRONTAL_RENDER)
+    save_image(frontal_photo, out / FRONTAL_PHOTO_EXPRESSION)
     azimuths = np.linspace(-180.0, 180.0, config.eval.n_views, endpoint=False) + 180.0 / config.eval.n_views
     views = render_views(final, azimuths, EVAL_RESOLUTION, cams, backend=backend)
     for i, image in enumerate(views):
-        save_image(image, out / "views" / f"view_{i:03d}.png")
+        save_image(image, view_path(out, i))
     back = render_views(final, [180.0], EVAL_RESOLUTION, cams, backend=backend)[0]
-    save_image(view_grid(final, resolution=EVAL_RESOLUTION // 2, camera_cfg=cams, backend=backend), out / "views.png")
+    save_image(view_grid(final, resolution=EVAL_RESOLUTION // 2, camera_cfg=cams, backend=backend), out / VIEW_GRID)
     frames = render_turntable(final, config.eval.turntable_frames, EVAL_RESOLUTION // 2, cams, backend=backend)
-    save_turntable(frames, out / "turntable.mp4")
-    save_turntable(frames, out / "turntable.gif")
+    save_turntable(frames, out / TURNTABLE_MP4)
+    save_turntable(frames, out / TURNTABLE_GIF)
+    return Exported(frontal, frontal_photo, views, azimuths, back)
 
+
+def summarise(trainer: AvatarTrainer, prepared: PreparedSubject, renders: Exported, photo_paths: list[str],
+              wall_seconds: float, models: ModelCache | None = None) -> Summary:
+    """What the run measured of itself: the face readout (:mod:`sie3d.face.readout`) of the photo and of
+    the frontal renders, the views' faces, the back of the head, the losses and the cost."""
+    config, device = trainer.config, trainer.device
     subject = prepared.subject
-    photo_descriptor = prepared.descriptor
-    classifiers, missing = _classifiers(config, device, models or ModelCache())
-    margin = config.models.emotion_crop_margin
-    photo_report: dict[str, Any] = {"landmarks": expression_measures(prepared.landmarks),
-                                    **_emotion_readings(subject.photo, subject.face.box, classifiers, device, margin)}
-
-    records = read_metrics(out)
+    readout = FaceReadout(device, config.models.emotion_crop_margin, models)
+    names = [config.models.emotion_loss_classifier, config.models.emotion_eval_classifier]
+    photo_descriptor = dlib_descriptor(subject.photo, subject.face)
+    records = read_metrics(trainer.run_dir)
     last = records[-1] if records else {}
     iteration_times = [r["time_iteration"] for r in records if "time_iteration" in r]
-    summary = {
-        "photos": photo_paths,
-        "expression": config.conditioning.expression,
-        "expression_class": emotion_class(config.conditioning),
-        "intensity": config.conditioning.eta_expr,
-        "accessory": config.conditioning.accessory,
-        "preset": config.preset,
-        "identity_encoder": subject.identity_encoder,
-        "iterations": trainer.iteration,
-        "n_gaussians": len(trainer.gaussians),
-        "expression_coefficients": dict(zip(trainer.template.expression_names,
-                                            (float(c) for c in trainer.expression.detach().cpu()))),
-        "final_losses": {k: v for k, v in last.items() if k.startswith("loss_")},
-        "photo": photo_report,
-        "frontal": _face_report(frontal, photo_descriptor, classifiers, device, margin),
-        "photo_expression_coefficients": dict(zip(trainer.template.expression_names,
-                                                  (float(c) for c in trainer.photo_expression.cpu()))),
-        "frontal_photo_expression": _face_report(frontal_photo, photo_descriptor, classifiers, device, margin),
-        "views": view_faces(views, azimuths),
-        "back_of_head": back_of_head_colour(back, prepared.person.get("colours", {})),
-        "classifiers_missing": missing,
-        "seconds_per_iteration": float(np.mean(iteration_times)) if iteration_times else None,
-        "wall_seconds": wall_seconds,
-        "peak_memory_mb": _peak_memory_mb(device),
-        "nan_recoveries": trainer.recoveries,
-    }
-    write_json_atomic(out / SUMMARY_FILE, summary)
-    return summary
+    expression_names = trainer.template.expression_names
+    return Summary(
+        photos=photo_paths,
+        expression=config.conditioning.expression,
+        expression_class=emotion_class(config.conditioning),
+        intensity=config.conditioning.eta_expr,
+        accessory=config.conditioning.accessory,
+        preset=config.preset,
+        identity_encoder=subject.identity_encoder,
+        iterations=trainer.iteration,
+        n_gaussians=len(trainer.gaussians),
+        expression_coefficients=dict(zip(expression_names, (float(c) for c in trainer.expression.detach().cpu()))),
+        final_losses={k: v for k, v in last.items() if k.startswith("loss_")},
+        photo=readout.read(subject.photo, names, face=subject.face, landmark_source=config.models.landmarks),
+        frontal=readout.read(renders.frontal, names, photo_descriptor=photo_descriptor),
+        photo_expression_coefficients=dict(zip(expression_names, (float(c) for c in trainer.photo_expression.cpu()))),
+        frontal_photo_expression=readout.read(renders.frontal_photo, names, photo_descriptor=photo_descriptor),
+        views=view_faces(renders.views, renders.azimuths),
+        back_of_head=back_of_head_colour(renders.back, prepared.person.get("colours", {})),
+        classifiers_missing=dict(readout.missing),
+        seconds_per_iteration=float(np.mean(iteration_times)) if iteration_times else None,
+        wall_seconds=wall_seconds,
+        peak_memory_mb=_peak_memory_mb(device),
+        nan_recoveries=trainer.recoveries,
+    )
 
 
 def generate(photos: Sequence[str | Path | np.ndarray], config: Config, out_dir: str | Path,
              resume: bool = False, progress: bool = False, sources: Sequence[str] | None = None,
              extra_manifest: dict[str, Any] | None = None, log: Callable[[str], None] = print,
-             prior: DiffusionPrior | None = None, models: ModelCache | None = None) -> dict[str, Any]:
-    """Build one avatar into ``out_dir``; returns the summary.
+             prior: DiffusionPrior | None = None, models: ModelCache | None = None) -> Summary:
+    """Build one avatar into ``out_dir``; returns its summary (also written to ``summary.json``).
 
     The run directory is locked for the whole call (:class:`sie3d.run_dir.RunLock`): a second writer
     gets :class:`sie3d.run_dir.RunDirLocked` naming this process.
@@ -225,20 +156,21 @@ def prior_key(config: Config, device: torch.device) -> tuple[str, ...]:
 
 
 def _generate(photos, config: Config, out: Path, resume: bool, progress: bool, sources, extra_manifest,
-              log: Callable[[str], None], prior: DiffusionPrior | None, models: ModelCache) -> dict[str, Any]:
-    if not resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+              log: Callable[[str], None], prior: DiffusionPrior | None, models: ModelCache) -> Summary:
+    if not resume and has_checkpoints(out):
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     device = resolve_device(config.run.device)
     subject = make_subject(photos, config.models, sources)
     inputs = []
     for i, image in enumerate(subject.photos):
-        inputs.append(str(save_image(image, out / "inputs" / f"photo_{i}.png").resolve()))
+        inputs.append(str(save_image(image, input_photo_path(out, i)).resolve()))
     run = RunDir.create(out, config, device, extra={"photo_sources": subject.sources, **(extra_manifest or {})})
     start = time.perf_counter()
     prepared = prepare_subject(subject, config, device)
     if prior is None and config.loss.lambda_ism > 0:
         prior = models.get(prior_key(config, device), lambda: DiffusionPrior.from_config(config, device))
-    trainer = AvatarTrainer(config, prepared, out, device, prior=prior, progress=progress, log=log)
+    gaussians = initial_avatar(prepared, config, device)
+    trainer = AvatarTrainer(config, prepared, gaussians, out, device, prior=prior, progress=progress, log=log)
     if trainer.guidance is not None:  # profile, LoRA and its scale, weights' sources and sha256
         run.manifest["prior"] = trainer.guidance.prior.manifest_entry()
         run.write_manifest()
@@ -250,12 +182,11 @@ def _generate(photos, config: Config, out: Path, resume: bool, progress: bool, s
         run.finish(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                    error=f"{type(exc).__name__}: {exc}")
         raise
-    summary = write_outputs(trainer, run, prepared, inputs, time.perf_counter() - start, log, models)
+    wall_seconds = time.perf_counter() - start
+    summary = summarise(trainer, prepared, export(trainer, out), inputs, wall_seconds, models)
+    write_summary(out, summary)
     run.finish(status="finished", summary=SUMMARY_FILE)
-    log(f"[generate] {out}: frontal dlib distance "
-        f"{summary['frontal'].get('dlib_distance', float('nan')):.3f}, {summary['seconds_per_iteration'] or 0:.2f} s/it")
+    distance = summary.frontal.dlib_distance
+    log(f"[generate] {out}: frontal dlib distance {float('nan') if distance is None else distance:.3f}, "
+        f"{summary.seconds_per_iteration or 0:.2f} s/it")
     return summary
-
-
-def load_summary(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / SUMMARY_FILE).read_text())

@@ -14,7 +14,8 @@ One ``sie3d generate`` run writes (names below; nothing else in the package spel
 
 A run is *finished* when its manifest says so and ``summary.json`` exists (:func:`run_status`). A
 directory can be reused for a config when it is empty, interrupted (resume) or finished with the same
-params hash (:func:`reuse_for`); finished with another hash it is *stale*.
+params hash (:func:`reuse_for`); finished with another hash it is *stale*. ``summary.json`` is a
+:class:`Summary` (:func:`read_summary`, :func:`write_summary`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import platform
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -171,6 +172,114 @@ class RunDir:
         self.manifest["finished"] = _now()
         self.manifest["status"] = status
         self.write_manifest()
+
+
+# --------------------------------------------------------------------------- summary.json
+
+@dataclass
+class FaceReading:
+    """What the face readout (:mod:`sie3d.face.readout`) measured of one image.
+
+    Attributes:
+        face_found: whether dlib found a face (None: not asked, the photo's face is given).
+        dlib_distance, dlib_cosine: 128-d dlib descriptor distance / cosine to the photo's (None: not measured).
+        landmarks: expression measures of the 68 landmarks, inter-ocular units
+            (:func:`sie3d.face.landmarks.expression_measures`).
+        emotions: classifier name -> {emotion class: probability}.
+    """
+
+    face_found: bool | None = None
+    dlib_distance: float | None = None
+    dlib_cosine: float | None = None
+    landmarks: dict[str, float] | None = None
+    emotions: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: the fields that were measured, then ``emotion_<classifier>`` per classifier."""
+        out = {name: value for name in ("face_found", "dlib_distance", "dlib_cosine", "landmarks")
+               if (value := getattr(self, name)) is not None}
+        out.update({f"emotion_{name}": probs for name, probs in self.emotions.items()})
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FaceReading":
+        return cls(face_found=data.get("face_found"), dlib_distance=data.get("dlib_distance"),
+                   dlib_cosine=data.get("dlib_cosine"), landmarks=data.get("landmarks"),
+                   emotions={k[len("emotion_"):]: v for k, v in data.items() if k.startswith("emotion_")})
+
+
+_READINGS = ("photo", "frontal", "frontal_photo_expression")
+
+
+@dataclass
+class Summary:
+    """What a run measured of itself (``summary.json``); fields a run did not record keep their defaults.
+
+    ``views``: per view ``{"azimuth": degrees, "dlib": bool, "yunet": best score or None}``;
+    ``back_of_head``: ``{"colour": [3] in [0, 1], "to_hair": RGB distance (0-255), "to_skin": ...}``;
+    ``expression_match``: how the CLI matched the request text to a class (None: not recorded).
+    """
+
+    photos: list[str] = field(default_factory=list)
+    expression: str = ""
+    expression_class: str | None = None
+    intensity: float | None = None
+    accessory: str = ""
+    preset: str | None = None
+    identity_encoder: str | None = None
+    iterations: int = 0
+    n_gaussians: int = 0
+    expression_coefficients: dict[str, float] = field(default_factory=dict)
+    final_losses: dict[str, float] = field(default_factory=dict)
+    photo: FaceReading = field(default_factory=FaceReading)
+    frontal: FaceReading = field(default_factory=FaceReading)
+    photo_expression_coefficients: dict[str, float] = field(default_factory=dict)
+    frontal_photo_expression: FaceReading = field(default_factory=FaceReading)
+    views: list[dict[str, Any]] = field(default_factory=list)
+    back_of_head: dict[str, Any] = field(default_factory=dict)
+    classifiers_missing: dict[str, str] = field(default_factory=dict)
+    seconds_per_iteration: float | None = None
+    wall_seconds: float | None = None
+    peak_memory_mb: float | None = None
+    nan_recoveries: int = 0
+    expression_match: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, keys in field order (``expression_match`` only when recorded)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update({name: out[name].to_dict() for name in _READINGS})
+        if self.expression_match is None:
+            del out["expression_match"]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Summary":
+        """A summary from its JSON form; unknown keys are ignored, a single photo path becomes a list."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values.update({name: FaceReading.from_dict(values[name]) for name in _READINGS if name in values})
+        if isinstance(values.get("photos"), str):
+            values["photos"] = [values["photos"]]
+        return cls(**values)
+
+
+def read_summary(run_dir: str | Path) -> Summary:
+    """A run's ``summary.json``.
+
+    Raises:
+        FileNotFoundError: no ``summary.json``. ValueError: not a JSON object.
+    """
+    data = json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{Path(run_dir) / SUMMARY_FILE} must hold a JSON object")
+    return Summary.from_dict(data)
+
+
+def write_summary(run_dir: str | Path, summary: Summary) -> Path:
+    """Write ``summary.json`` atomically; returns its path."""
+    path = Path(run_dir) / SUMMARY_FILE
+    write_json_atomic(path, summary.to_dict())
+    return path
 
 
 # --------------------------------------------------------------------------- one writer per run directory

@@ -5,16 +5,17 @@ Two steps, each done once per run:
 * :func:`make_subject` -- photos, the face detected in each, and the identity vector that conditions
   the prior (:class:`Subject`).
 * :func:`prepare_subject` -- everything else derived from the photo, given the template the avatar is
-  bound to (:class:`PreparedSubject`): the reference photo's 68 landmarks and dlib descriptor, its own
-  expression as blendshape coefficients with the similarity that aligns it to the frontal camera, the
+  bound to (:class:`PreparedSubject`): the reference photo's own expression as blendshape coefficients
+  (fitted to its 68 landmarks) with the similarity that aligns it to the frontal camera, the
   photo warped into that camera (reference view), and the emotion classifier's crop box; with
   MediaPipe's face mesh and selfie segmentation also the template in the person's face shape and
   skin / hair colours, and the photo the appearance is fitted to without the folds and teeth of its
   expression
   (:mod:`sie3d.avatar.person_fit`, ``models.person_shape`` / ``person_colours`` / ``expression_free_appearance``).
 
-The trainer (:mod:`sie3d.train`) and the run outputs (:mod:`sie3d.generate`) read these fields; none of
-them detects, embeds or fits the photo again.
+Then :func:`initial_avatar` paints the mesh-bound Gaussians from the photo; the trainer
+(:mod:`sie3d.train`) receives them and reads the prepared fields; none of them detects, embeds or fits
+the photo again.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import numpy as np
 import torch
 
 from .avatar.expression_fit import ExpressionFit
+from .avatar.gaussians import MeshGaussians
 from .avatar.person_fit import expression_free_appearance, fit_template_shape, person_colours
 from .avatar.reference_view import (FIT_RESOLUTION, ReferenceView, align_reference_view, fit_reference,
-                                    scaled_matrix)
+                                    paint_from_reference, scaled_matrix)
 from .avatar.template import HeadTemplate
 from .avatar.template_files import load_template
 from .config import Config, ModelsConfig
@@ -102,8 +104,6 @@ class PreparedSubject:
         subject: photos, faces and conditioning identity.
         template: the head template the avatar is bound to, on the run's device.
         frontal: the frontal camera (``render.frontal_resolution``) of the emotion and reference losses.
-        landmarks: ``[68, 2]`` dlib landmarks of the reference photo, photo pixels.
-        descriptor: ``[128]`` dlib descriptor of the reference photo (identity checks of the renders).
         fit: the photo's own expression and its alignment to the frontal camera; ``None`` when neither
             the person fit (``models.person_*``, ``expression_free_appearance``) nor the reference-view
             loss (``loss.lambda_ref > 0``) is on.
@@ -119,8 +119,6 @@ class PreparedSubject:
     subject: Subject
     template: HeadTemplate
     frontal: Cameras
-    landmarks: np.ndarray
-    descriptor: np.ndarray
     fit: ExpressionFit | None
     reference: ReferenceView | None
     photo_expression: torch.Tensor
@@ -148,7 +146,6 @@ def prepare_subject(subject: Subject, config: Config, device: torch.device,
     frontal_resolution = config.render.frontal_resolution or config.render.resolution
     frontal = frontal_camera(config.cameras, frontal_resolution).to(device)
     landmarks = landmarks_68(subject.photo, subject.face, config.models.landmarks)
-    descriptor = make_identity_encoder("dlib").raw(subject.photo, subject.face)
     fit = reference = None
     appearance, person = subject.photo, {}
     models = config.models
@@ -161,8 +158,20 @@ def prepare_subject(subject: Subject, config: Config, device: torch.device,
     photo_expression = (fit.coefficients.to(device) if fit is not None
                         else torch.zeros(len(template.expression_names), device=device))
     face_box = classifier_box(template, frontal, subject.face, fit, config.models.emotion_crop_margin)
-    return PreparedSubject(subject, template, frontal, landmarks, descriptor, fit, reference,
-                           photo_expression, face_box, appearance, person)
+    return PreparedSubject(subject, template, frontal, fit, reference, photo_expression, face_box, appearance,
+                           person)
+
+
+def initial_avatar(prepared: PreparedSubject, config: Config, device: torch.device) -> MeshGaussians:
+    """The Gaussians the trainer starts from: bound to ``prepared.template`` (``config.gaussians``), with
+    the colours of those the frontal camera sees in the face region painted from ``prepared.appearance``
+    at the photo's own expression (:func:`~sie3d.avatar.reference_view.paint_from_reference`; only with a
+    photo fit, see :attr:`PreparedSubject.fit`)."""
+    gaussians = MeshGaussians(prepared.template, config.gaussians).to(device)
+    if prepared.fit is not None:
+        paint_from_reference(gaussians, prepared.appearance, prepared.fit, prepared.template,
+                             frontal_camera(config.cameras, FIT_RESOLUTION), backend=config.render.backend)
+    return gaussians
 
 
 def _person_fit(subject: Subject, template: HeadTemplate, fit: ExpressionFit, landmarks: np.ndarray,

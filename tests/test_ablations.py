@@ -23,7 +23,7 @@ from sie3d.evaluation.paper_tables import (
     markdown_table,
 )
 from sie3d.render.media import save_image
-from sie3d.run_dir import SUMMARY_FILE, RunDir, is_finished
+from sie3d.run_dir import SUMMARY_FILE, RunDir, is_finished, read_summary
 
 matplotlib.use("Agg")
 
@@ -205,7 +205,7 @@ def test_the_ablation_grid_generates_evaluates_and_reuses_real_runs(tmp_path, re
     assert manifest["status"] == "finished" and manifest["ablation"] == "no_emotion_loss"
     config = load_config(run_dir / "config.yaml")
     assert config.loss.lambda_emotion == 0.0 and config.train.iterations == 2 and config.render.resolution == 32
-    assert json.loads((run_dir / "summary.json").read_text())["iterations"] == 2
+    assert read_summary(run_dir).iterations == 2
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["group"] == "no_emotion_loss" and metrics["n_renders"] == 1 + config.eval.n_views

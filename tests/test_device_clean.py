@@ -26,7 +26,6 @@ The end-to-end CUDA tests at the bottom skip without CUDA.
 from __future__ import annotations
 
 import ast
-import json
 import math
 from contextlib import contextmanager
 from pathlib import Path
@@ -199,7 +198,7 @@ def test_prepare_subject_with_the_default_device_elsewhere(astronaut_subject, ro
 
 def test_training_iterations_with_the_default_device_elsewhere(astronaut_subject, tmp_path):
     from sie3d.config import load_config
-    from sie3d.subject import prepare_subject
+    from sie3d.subject import initial_avatar, prepare_subject
     from sie3d.train.trainer import AvatarTrainer
 
     config = load_config(PACKAGE.parent / "params/quick.yaml", overrides=[
@@ -207,7 +206,8 @@ def test_training_iterations_with_the_default_device_elsewhere(astronaut_subject
         "gaussians.densify_from=1", "gaussians.densify_every=1", "gaussians.opacity_reset_every=1",
         "train.emotion_every=1"])
     cpu = torch.device("cpu")
-    trainer = AvatarTrainer(config, prepare_subject(astronaut_subject, config, cpu), tmp_path, cpu,
+    prepared = prepare_subject(astronaut_subject, config, cpu)
+    trainer = AvatarTrainer(config, prepared, initial_avatar(prepared, config, cpu), tmp_path, cpu,
                             log=lambda *_: None)
     with default_device_elsewhere():  # sampler, render, guidance, reference, emotion, backward, densify
         rows = [trainer.step(i) for i in range(2)]
@@ -234,7 +234,7 @@ def _generate_and_evaluate(tmp_path: Path, overrides: list[str]) -> None:
     from sie3d.evaluation.evaluate import evaluate_runs
     from sie3d.evaluation.evaluator import Evaluator
     from sie3d.generate import generate
-    from sie3d.run_dir import AVATAR_PLY, EVALUATION_METRICS, FRONTAL_RENDER, SUMMARY_FILE
+    from sie3d.run_dir import AVATAR_PLY, EVALUATION_METRICS, FRONTAL_RENDER, SUMMARY_FILE, read_summary
 
     config = load_config(PACKAGE.parent / "params/quick.yaml", overrides=[
         "run.device=cuda", "train.iterations=3", "train.checkpoint_every=3", "render.resolution=64",
@@ -243,7 +243,7 @@ def _generate_and_evaluate(tmp_path: Path, overrides: list[str]) -> None:
     generate([astronaut()], config, run_dir, sources=["astronaut"], log=lambda *_: None)
     for name in (SUMMARY_FILE, FRONTAL_RENDER, AVATAR_PLY):
         assert (run_dir / name).is_file(), name
-    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    summary = read_summary(run_dir).to_dict()
     assert _finite_numbers(summary), summary
 
     evaluate_runs([run_dir], tmp_path / "evaluation", evaluator=Evaluator(features="dlib", identity="dlib",

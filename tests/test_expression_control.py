@@ -15,6 +15,7 @@ from sie3d.commands._common import UserError
 from sie3d.commands.generate import parse_intensities, sweep_record, sweep_run_name
 from sie3d.face.emotion import emotion_loss
 from sie3d.face.expression_text import UnknownExpression, emotion_class, intensity_target, match_words
+from sie3d.run_dir import Summary, read_summary
 from sie3d.vocabulary import EMOTIONS
 from sie3d.weights import is_available
 
@@ -99,10 +100,10 @@ def test_intensities_and_sweep_directory_names():
 
 
 def test_sweep_record_reads_the_target_class_of_every_classifier(tmp_path):
-    summary = {"frontal": {"face_found": True, "landmarks": {"mouth_open": 0.1},
-                           "emotion_fer": dict(zip(EMOTIONS, [0, 0, 0, 0.7, 0, 0, 0.3])),
-                           "emotion_faceapi": dict(zip(EMOTIONS, [0, 0, 0, 0.4, 0, 0, 0.6]))},
-               "classifiers_missing": {"deepface": "not cached"}}
+    summary = Summary.from_dict({"frontal": {"face_found": True, "landmarks": {"mouth_open": 0.1},
+                                             "emotion_fer": dict(zip(EMOTIONS, [0, 0, 0, 0.7, 0, 0, 0.3])),
+                                             "emotion_faceapi": dict(zip(EMOTIONS, [0, 0, 0, 0.4, 0, 0, 0.6]))},
+                                 "classifiers_missing": {"deepface": "not cached"}})
     record = sweep_record(0.5, tmp_path, summary, "happy")
     assert record["p_target"] == {"fer": 0.7, "faceapi": 0.4}
     assert record["classifiers_missing"] == ["deepface"] and record["eta"] == 0.5
@@ -222,7 +223,7 @@ def test_intensity_sweep_makes_one_run_per_eta_a_strip_a_video_and_a_table(tmp_p
         (out_dir / "manifest.json").write_text(json.dumps({"status": "finished",
                                                            "params_hash": config.params_hash()}))
         probs = dict(zip(EMOTIONS, [0, 0, 0, eta, 0, 0, 1 - eta]))
-        return {"frontal": {"face_found": True, "emotion_fer": probs}, "classifiers_missing": {}}
+        return Summary.from_dict({"frontal": {"face_found": True, "emotion_fer": probs}, "classifiers_missing": {}})
 
     monkeypatch.setattr(sie3d.generate, "generate", fake_generate)
     out = tmp_path / "sweep"
@@ -235,7 +236,7 @@ def test_intensity_sweep_makes_one_run_per_eta_a_strip_a_video_and_a_table(tmp_p
     table = json.loads((out / "sweep.json").read_text())
     assert [r["eta"] for r in table["runs"]] == etas and table["emotion"] == "happy"
     assert [r["p_target"]["fer"] for r in table["runs"]] == etas
-    assert json.loads((out / "eta_0.25/summary.json").read_text())["expression_match"]["emotion"] == "happy"
+    assert read_summary(out / "eta_0.25").expression_match["emotion"] == "happy"
     assert iio.imread(out / "sweep.png").shape[:2] == (32, 5 * 32)
     assert iio.imread(out / "sweep.mp4").shape[0] == 5 * 8 + 4 * 6  # held 8 frames, cross-faded over 6
     calls.clear()

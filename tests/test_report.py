@@ -3,6 +3,7 @@
 import base64
 import json
 import re
+from dataclasses import replace
 
 import matplotlib
 
@@ -10,8 +11,9 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from sie3d.evaluation import report  # noqa: E402
+from sie3d.evaluation import ablation_report, report  # noqa: E402
 from sie3d.render.media import save_image  # noqa: E402
+from sie3d.run_dir import FaceReading, Summary  # noqa: E402
 
 
 def _rows(markdown):
@@ -34,7 +36,7 @@ def runs(tmp_path):
         ("surprise", "surprise", (0.10, 0.9, 0.00, 0.30), (0.05, 0.9, 0.00, 0.40)),
     ]:
         run_dir = tmp_path / name
-        summary = {
+        summary = Summary.from_dict({
             "expression": expression, "accessory": "", "iterations": 3, "n_gaussians": 100,
             "seconds_per_iteration": 0.5,
             "photo": {"landmarks": dict(zip(report.LANDMARKS, (0.2, 0.9, 0.1, 0.3))),
@@ -43,7 +45,7 @@ def runs(tmp_path):
             "frontal": _face(0.45, {"happy": 0.1, expression: 0.8, "sad": 0.1}, after),
             "photo_expression_coefficients": {"smile": 0.5, "jaw_open": 0.1},
             "expression_coefficients": {"smile": 0.2, "jaw_open": 0.11},
-        }
+        })
         for png in ("frontal.png", "frontal_photo_expression.png", "views.png"):
             save_image(rng.integers(0, 255, (32, 64 if png == "views.png" else 32, 3), dtype=np.uint8), run_dir / png)
         (run_dir / "turntable.gif").write_bytes(b"GIF89a-" + name.encode())
@@ -61,13 +63,13 @@ def test_run_table_rows_and_cells(runs):
     assert "deepface" not in report.run_table(runs)
     with_deepface = dict(runs)
     run_dir, summary = with_deepface["surprise"]
-    with_deepface["surprise"] = (run_dir, {**summary, "frontal": {**summary["frontal"],
-                                                                  "emotion_deepface": {"sad": 0.6, "fear": 0.4}}})
+    with_deepface["surprise"] = (run_dir, replace(summary, frontal=replace(
+        summary.frontal, emotions={**summary.frontal.emotions, "deepface": {"sad": 0.6, "fear": 0.4}})))
     rows = _rows(report.run_table(with_deepface))
     assert rows[4][3] == "sad 0.60, fear 0.40" and rows[2][3] == "—"
     missing = dict(runs)
     run_dir, summary = missing["neutral"]
-    missing["neutral"] = (run_dir, {**summary, "frontal": {"face_found": False}})
+    missing["neutral"] = (run_dir, replace(summary, frontal=FaceReading(face_found=False)))
     assert _rows(report.run_table(missing))[2][1] == "no face found"
 
 
@@ -132,14 +134,14 @@ def _evaluation():
 
 def test_metrics_table_and_notes():
     evaluation = _evaluation()
-    rows = _rows(report.metrics_table(evaluation, {"full": "full method"}, "fer", "deepface"))
+    rows = _rows(ablation_report.metrics_table(evaluation, {"full": "full method"}, "fer", "deepface"))
     assert rows[0] == ["full method", "3/9", "0.912", "1.500", "0.25", "n/a", "n/a", "n/a"]
     assert rows[1][:3] == ["no_emotion_loss", "4/9", "0.950"]
-    notes = report.metrics_notes(evaluation).splitlines()
+    notes = ablation_report.metrics_notes(evaluation).splitlines()
     assert "* held_out classifier `deepface`: weights not cached" in notes
     assert notes[-1] == "* identity encoder: dlib (detector dlib)"
-    assert report.group_value(evaluation, "no_emotion_loss", "loss_nps") == 2.75
-    assert report.group_value(evaluation, "missing", "loss_nps") is None
+    assert ablation_report.group_value(evaluation, "no_emotion_loss", "loss_nps") == 2.75
+    assert ablation_report.group_value(evaluation, "missing", "loss_nps") is None
 
 
 def test_movement_table(tmp_path):
@@ -151,7 +153,8 @@ def test_movement_table(tmp_path):
                                       "emotion_faceapi": {"neutral": 0.7, "sad": 0.3}}},
                  "no_emotion_loss": {"expression_coefficients": {"smile": 0.02},
                                      "frontal": {}}}
-    rows = _rows(report.movement_table(frontals, summaries, {}, ["fer", "faceapi"]))
+    summaries = {name: Summary.from_dict(summary) for name, summary in summaries.items()}
+    rows = _rows(ablation_report.movement_table(frontals, summaries, {}, ["fer", "faceapi"]))
     assert rows[0] == ["full", "0.00", "frown -0.60, jaw_open 0.30", "0.400", "happy (0.60)", "0.700", "neutral (0.70)"]
     assert rows[1] == ["no_emotion_loss", "4.00", "all < 0.05", "n/a", "no face", "n/a", "no face"]
 
@@ -159,7 +162,7 @@ def test_movement_table(tmp_path):
 def test_gallery_rows(tmp_path):
     renders = {a: [save_image(np.zeros((20, 20, 3), np.uint8), tmp_path / a / f"view_{i}.png") for i in range(n)]
                for a, n in (("full", 3), ("sds", 2))}
-    fig = report.ablation_gallery(np.zeros((30, 30, 3), np.uint8), renders, {"full": "F", "sds": "S"})
+    fig = ablation_report.ablation_gallery(np.zeros((30, 30, 3), np.uint8), renders, {"full": "F", "sds": "S"})
     assert len(fig.axes) == 2 * 4 and fig.axes[1].get_title() == "F" and fig.axes[5].get_title() == "S"
     json.dumps([a.get_title() for a in fig.axes])
 
@@ -171,7 +174,7 @@ def test_highlights_carry_the_run_numbers(runs):
     assert "**2 of 4** as expected" in lines[2]
     assert "neutral 0.30 → **0.80**" in lines[3]
     evaluation = _evaluation()
-    lines = report.ablation_highlights(evaluation, {"full": "full method"}, "fer", (0.3667, 3.8043))
+    lines = ablation_report.ablation_highlights(evaluation, {"full": "full method"}, "fer", (0.3667, 3.8043))
     assert lines[0].startswith("**2 runs** in 2 ablations: full method, no_emotion_loss")
     assert "full **1.500**" in lines[1] and "**2.750** (+1.250" in lines[1] and "0.367 vs 3.804" in lines[1]
     assert lines[2] == "ID (dlib cosine): full 0.912, without the loss 0.950"

@@ -3,8 +3,8 @@
 import pytest
 
 from sie3d.config import load_config
-from sie3d.run_dir import (CHECKPOINT_DIR, SUMMARY_FILE, RunDir, StaleRunError, read_config, reuse_for,
-                           run_status)
+from sie3d.run_dir import (CHECKPOINT_DIR, SUMMARY_FILE, RunDir, StaleRunError, Summary, read_config, read_summary,
+                           reuse_for, run_status, write_summary)
 
 
 @pytest.fixture
@@ -46,3 +46,15 @@ def test_read_config_round_trips_and_names_a_missing_file(tmp_path, quick):
     assert read_config(run.path) == quick
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         read_config(tmp_path)
+
+
+def test_summary_round_trips_its_json(tmp_path):
+    data = {"photos": ["a.png"], "expression": "happy", "frontal": {"face_found": True, "dlib_distance": 0.3,
+            "landmarks": {"mouth_open": 0.1}, "emotion_fer": {"happy": 0.9}}, "unknown_key": 1}
+    summary = Summary.from_dict(data)
+    assert summary.frontal.emotions == {"fer": {"happy": 0.9}} and summary.photo.to_dict() == {}
+    write_summary(tmp_path, summary)
+    again = read_summary(tmp_path)
+    assert again == summary and "unknown_key" not in again.to_dict()
+    assert again.to_dict()["frontal"] == data["frontal"] and "expression_match" not in again.to_dict()
+    assert Summary.from_dict({"photos": "one.png"}).photos == ["one.png"]

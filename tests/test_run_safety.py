@@ -103,7 +103,7 @@ def test_trainer_resume_skips_a_truncated_newest_checkpoint_and_continues_identi
     from skimage.data import astronaut
 
     from sie3d.config import load_config
-    from sie3d.subject import make_subject, prepare_subject
+    from sie3d.subject import initial_avatar, make_subject, prepare_subject
     from sie3d.train.trainer import AvatarTrainer
 
     config = load_config(repo_root / "params/quick.yaml", overrides=[
@@ -112,7 +112,7 @@ def test_trainer_resume_skips_a_truncated_newest_checkpoint_and_continues_identi
     prepared = prepare_subject(make_subject([astronaut()], config.models, ["astronaut"]), config, device)
 
     def trainer(run_dir, log=lambda *_: None):
-        return AvatarTrainer(config, prepared, run_dir, device, log=log)
+        return AvatarTrainer(config, prepared, initial_avatar(prepared, config, device), run_dir, device, log=log)
 
     straight = trainer(tmp_path / "a")
     straight.fit()

@@ -7,9 +7,10 @@ import torch
 from skimage.data import astronaut
 
 from sie3d.config import load_config
-from sie3d.subject import make_subject, prepare_subject
+from sie3d.subject import initial_avatar, make_subject, prepare_subject
 from sie3d.train.checkpoint import latest_checkpoint, load_checkpoint
-from sie3d.train.trainer import AvatarTrainer, TrainingDiverged, read_metrics
+from sie3d.train.metrics_log import read_metrics
+from sie3d.train.trainer import AvatarTrainer, TrainingDiverged
 
 TINY = ["render.resolution=24", "render.frontal_resolution=128", "train.iterations=4", "train.batch_size=1",
         "train.checkpoint_every=2", "train.log_every=1", "cameras.random_flip=true"]
@@ -31,7 +32,9 @@ def repo_root_module():
 def _trainer(repo_root, subject, run_dir, extra=()):
     config = load_config(repo_root / "params/quick.yaml", overrides=[*TINY, *extra])
     device = torch.device("cpu")
-    return AvatarTrainer(config, prepare_subject(subject, config, device), run_dir, device, log=lambda *_: None)
+    prepared = prepare_subject(subject, config, device)
+    return AvatarTrainer(config, prepared, initial_avatar(prepared, config, device), run_dir, device,
+                         log=lambda *_: None)
 
 
 def _state(trainer):

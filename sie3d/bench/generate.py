@@ -162,7 +162,7 @@ def time_iterations(config, device, iterations: int = 10, warmup: int = 2, photo
     import numpy as np
     import skimage.data
 
-    from ..subject import make_subject, prepare_subject
+    from ..subject import initial_avatar, make_subject, prepare_subject
     from ..train.trainer import AvatarTrainer
 
     if iterations < 1 or warmup < 0:
@@ -177,7 +177,8 @@ def time_iterations(config, device, iterations: int = 10, warmup: int = 2, photo
         subject = replace(subject, identity=(vector / np.linalg.norm(vector)).astype(np.float32))
     with tempfile.TemporaryDirectory(prefix="sie3d-bench-generate-") as run_dir:
         prepared = prepare_subject(subject, config, device)
-        trainer = AvatarTrainer(config, prepared, run_dir, device, prior=prior, progress=False, log=lambda _: None)
+        trainer = AvatarTrainer(config, prepared, initial_avatar(prepared, config, device), run_dir, device,
+                                prior=prior, progress=False, log=lambda _: None)
         if warmup:
             trainer.fit(warmup)
         synchronize(device)

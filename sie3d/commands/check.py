@@ -99,6 +99,7 @@ def _peak_memory(device: torch.device) -> str:
 def run(args) -> int:
     from ..diffusion.prior import DiffusionPrior
     from ..diffusion.synthetic import PUBLISHED_PARAMETERS, count_parameters
+    from ..subject import initial_avatar
     from ..train.trainer import AvatarTrainer
 
     config = config_from_args(args)
@@ -138,7 +139,8 @@ def run(args) -> int:
             prepared = _subject(config, device, prior.identity_dim, config.run.seed)
             _print(f"[check] identity: {prepared.subject.identity_encoder}")
             run_dir = RunDir.create(workdir / "run", config, device, extra={"prior": prior.manifest_entry()})
-            trainer = AvatarTrainer(config, prepared, run_dir.path, device, prior=prior, log=_print)
+            trainer = AvatarTrainer(config, prepared, initial_avatar(prepared, config, device), run_dir.path, device,
+                                    prior=prior, log=_print)
             tick = time.perf_counter()
             records = trainer.fit()
             wall = time.perf_counter() - tick

@@ -17,9 +17,13 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config_args import add_config_arguments, config_from_args, params_files
 from ._common import UserError
+
+if TYPE_CHECKING:
+    from ..run_dir import Summary
 
 
 def add_parser(sub, name, help_text):
@@ -63,35 +67,35 @@ def sweep_run_name(eta: float) -> str:
     return f"eta_{eta:.2f}"
 
 
-def _generate_one(photos, config, out: Path, request, resume: bool, extra_manifest: dict, **options) -> dict:
+def _generate_one(photos, config, out: Path, request, resume: bool, extra_manifest: dict, **options) -> Summary:
     """One run of :func:`sie3d.generate.generate`, its summary recording how the text was matched."""
     from ..generate import generate
-    from ..runtime import write_json_atomic
+    from ..run_dir import write_summary
 
     summary = generate(photos, config, out, resume=resume, progress=sys.stderr.isatty(),
                        extra_manifest=extra_manifest, **options)
-    summary["expression_match"] = request.match.as_dict()
-    write_json_atomic(out / "summary.json", summary)
+    summary.expression_match = request.match.as_dict()
+    write_summary(out, summary)
     return summary
 
 
-def _print_identity(summary: dict, out: Path) -> None:
-    frontal = summary["frontal"]
+def _print_identity(summary: Summary, out: Path) -> None:
+    frontal = summary.frontal
     print(f"avatar: {out}/avatar.ply  turntable: {out}/turntable.mp4")
-    if frontal.get("face_found"):
-        print(f"identity (dlib distance, photo vs frontal render): {frontal['dlib_distance']:.3f} "
-              f"({'same person' if frontal['dlib_distance'] < 0.6 else 'NOT the same person'} by dlib's 0.6 rule)")
+    if frontal.face_found:
+        print(f"identity (dlib distance, photo vs frontal render): {frontal.dlib_distance:.3f} "
+              f"({'same person' if frontal.dlib_distance < 0.6 else 'NOT the same person'} by dlib's 0.6 rule)")
     else:
         print("no face detected in the frontal render")
 
 
-def sweep_record(eta: float, run_dir: Path, summary: dict, emotion: str) -> dict:
+def sweep_record(eta: float, run_dir: Path, summary: Summary, emotion: str) -> dict:
     """One η of a sweep: every classifier's p(target class) on the frontal render, and its landmarks."""
-    frontal = summary.get("frontal", {})
+    frontal = summary.frontal
     return {"eta": eta, "run_dir": str(run_dir),
-            "p_target": {k[len("emotion_"):]: v[emotion] for k, v in frontal.items() if k.startswith("emotion_")},
-            "landmarks": frontal.get("landmarks"),
-            "classifiers_missing": sorted(summary.get("classifiers_missing", {}))}
+            "p_target": {name: probs[emotion] for name, probs in frontal.emotions.items()},
+            "landmarks": frontal.landmarks,
+            "classifiers_missing": sorted(summary.classifiers_missing)}
 
 
 def _sweep_cell(run, config, resume: bool, models, log) -> None:
@@ -106,10 +110,9 @@ def _sweep(args, request, etas: list[float]) -> int:
 
     from ..batch.engine import run_batch
     from ..batch.manifest import BatchRun, Person
-    from ..generate import load_summary
     from ..render.media import save_image, save_turntable
     from ..render.sequences import crossfade_sequence, labelled_strip
-    from ..run_dir import FRONTAL_RENDER
+    from ..run_dir import FRONTAL_RENDER, read_summary
     from ..runtime import write_json_atomic
 
     out = Path(args.out)
@@ -124,7 +127,7 @@ def _sweep(args, request, etas: list[float]) -> int:
     result.raise_for_failures()
     records, images, labels = [], [], []
     for eta, cell in zip(etas, cells):
-        record = sweep_record(eta, cell.run_dir, load_summary(cell.run_dir), request.emotion)
+        record = sweep_record(eta, cell.run_dir, read_summary(cell.run_dir), request.emotion)
         records.append(record)
         images.append(iio.imread(cell.run_dir / FRONTAL_RENDER)[..., :3])
         probs = " ".join(f"{k}={v:.2f}" for k, v in record["p_target"].items())

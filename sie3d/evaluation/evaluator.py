@@ -1,6 +1,7 @@
 """The :class:`Evaluator`: identity, emotion and distribution metrics of one run directory, with its
-models loaded once (lazily) and detections / features cached by path. The metric definitions are in
-:mod:`sie3d.evaluation.evaluate`."""
+models loaded once (lazily) and detections / features cached by path. Emotions are read through the
+face readout (:mod:`sie3d.face.readout`), as the run's own ``summary.json`` is, cropped with the run's
+``models.emotion_crop_margin``. The metric definitions are in :mod:`sie3d.evaluation.evaluate`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import torch
 
 from ..config import Config
 from ..images import PhotoWarning, load_photo
-from ..runtime import resolve_device
+from ..face.emotion import DEFAULT_CROP_MARGIN
+from ..face.readout import FaceReadout
+from ..runtime import ModelCache, resolve_device
 from ..weights import ModelNotAvailable, is_available
 from .features import FRECHET_LABELS, KID_LABELS, make_feature_extractor, resolve_feature_space
 from .metrics import expression_accuracy, frechet_distance_from_features, identity_similarity, kid
@@ -33,9 +36,9 @@ def _load(path: Path, render: bool) -> np.ndarray:
         return load_photo(path, min_side=MIN_RENDER_SIDE)
 
 
-def _unavailable(exc: Exception) -> str:
-    """A short reason for a missing model, keeping the command that fixes it."""
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def _unavailable(reason: str) -> str:
+    """A short reason for a missing model (the first line of its error), keeping the command that fixes it."""
+    message = reason.splitlines()[0] if reason else "unavailable"
     if "fetch it with:" in message:
         return "not cached; fetch it with: " + message.split("fetch it with:", 1)[1].split("[", 1)[0].strip()
     return message
@@ -74,7 +77,7 @@ class Evaluator:
         self._encoder = None
         self._identity_notes: list[str] = []
         self._conditioning: dict[str, Any] = {}  # conditioning encoder name -> encoder or why not
-        self._classifiers: dict[str, Any] = {}
+        self._models = ModelCache()  # the emotion classifiers, shared by the readouts of every crop margin
         self._faces: dict[Path, Any] = {}
         self._features: dict[Path, np.ndarray | None] = {}
 
@@ -111,22 +114,21 @@ class Evaluator:
                 except (ModelNotAvailable, ImportError) as exc:
                     if self.identity_request != "auto":
                         raise
-                    self._identity_notes.append(f"{name} unavailable: {_unavailable(exc)}")
+                    self._identity_notes.append(f"{name} unavailable: {_unavailable(str(exc) or type(exc).__name__)}")
             if self._encoder.name == "arcface":
                 self._identity_notes.append("arcface is the recognizer that conditions the prior, "
                                             "not an independent judge (fetch id-metric-arcface)")
         return self._encoder
 
-    def emotion_classifier(self, name: str):
-        """A loaded classifier, or the reason it is unavailable (a string)."""
-        if name not in self._classifiers:
-            from ..face.emotion import load_emotion_classifier
+    def readout(self, margin: float) -> FaceReadout:
+        """The face readout cropping emotions with ``margin`` (a run's ``models.emotion_crop_margin``)."""
+        return FaceReadout(self.device, margin, self._models)
 
-            try:
-                self._classifiers[name] = load_emotion_classifier(name, device=self.device)
-            except ModelNotAvailable as exc:  # absent weights are reported; a broken file raises
-                self._classifiers[name] = _unavailable(exc)
-        return self._classifiers[name]
+    def emotion_classifier(self, name: str, readout: FaceReadout | None = None):
+        """A loaded classifier, or the reason it is unavailable (a string); a broken file raises."""
+        readout = readout or self.readout(DEFAULT_CROP_MARGIN)  # the margin does not matter for loading
+        classifier = readout.classifier(name)
+        return _unavailable(readout.missing[name]) if classifier is None else classifier
 
     # ----- per image
 
@@ -189,7 +191,7 @@ class Evaluator:
             try:
                 self._conditioning[name] = make_identity_encoder(name)
             except (ModelNotAvailable, ImportError) as exc:
-                self._conditioning[name] = _unavailable(exc)
+                self._conditioning[name] = _unavailable(str(exc) or type(exc).__name__)
         encoder = self._conditioning[name]
         if isinstance(encoder, str):
             return {"model": name, "detector": self.detector, "notes": [f"unavailable: {encoder}"], "frontal": None,
@@ -219,12 +221,13 @@ class Evaluator:
 
     def emotion(self, run: RunFiles, images: dict[Path, np.ndarray]) -> dict[str, Any]:
         """NPS and target accuracy per classifier role, over the renders in which a face is found
-        (cropped with :func:`~sie3d.face.emotion.emotion_box`). Faceless renders (back views) are
+        (read by :meth:`~sie3d.face.readout.FaceReadout.probabilities`). Faceless renders (back views) are
         left out; when no render has a face, the whole frontal render is classified and flagged."""
-        from ..face.emotion import emotion_box, image_to_tensor, neutrality_score
+        from ..face.emotion import neutrality_score
         from ..face.expression_text import emotion_class
         from ..vocabulary import EMOTIONS
 
+        readout = self.readout(run.config.models.emotion_crop_margin)
         target = emotion_class(run.config.conditioning)  # the class of the (free-text) expression
         faces = {p: self.face(p, images[p]) for p in run.renders}
         classified = [p for p in run.renders if faces[p] is not None] or [run.frontal]
@@ -236,19 +239,12 @@ class Evaluator:
             notes = []
             if role == "held_out" and names[role] == names["loss"]:
                 notes.append("same classifier as the loss: not held out")
-            classifier = self.emotion_classifier(names[role])
+            classifier = self.emotion_classifier(names[role], readout)
             if isinstance(classifier, str):
                 notes.append(f"unavailable: {classifier}")
             else:
-                probs = []
-                with torch.no_grad():
-                    for path in classified:
-                        image, face = images[path], faces[path]
-                        box = None if face is None else torch.as_tensor(
-                            emotion_box(face.box, image.shape[1], image.shape[0]), dtype=torch.float32,
-                            device=self.device)[None]
-                        probs.append(classifier(image_to_tensor(image, self.device), box)[0].cpu())
-                probs = torch.stack(probs)  # [V, 7]
+                probs = torch.stack([readout.probabilities(classifier, images[p], None if faces[p] is None
+                                                           else faces[p].box) for p in classified])  # [V, 7]
                 entry.update(available=True, nps=float(neutrality_score(probs)),
                              p_neutral_mean=float(probs[:, EMOTIONS.index("neutral")].mean()),
                              predicted={p.name: EMOTIONS[int(i)] for p, i in zip(classified, probs.argmax(1))})

@@ -1,9 +1,10 @@
-"""What the book's result pages show: tables of runs, galleries, curve grids, landmark checks.
+"""What the generation page (04) shows: tables of runs, galleries, curve grids, landmark checks.
 
-Everything here reads run directories (``summary.json``, ``metrics.jsonl``, PNG renders written by
-:mod:`sie3d.generate`) or the ``evaluation`` dict of :func:`sie3d.evaluation.evaluate.evaluate_runs`,
-and returns Markdown strings or matplotlib figures; nothing is measured or optimised here. A run is
-passed as ``(run_dir, summary)`` under its name, in the order the page shows them.
+Everything here reads run directories (``summary.json`` as a :class:`~sie3d.run_dir.Summary`,
+``metrics.jsonl``, PNG renders written by :mod:`sie3d.generate`) and returns Markdown strings or
+matplotlib figures; nothing is measured or optimised here. A run is passed as ``(run_dir, summary)``
+under its name, in the order the page shows them. The ablation page's tables are in
+:mod:`sie3d.evaluation.ablation_report`.
 
 Images are ``[H, W, 3]`` ``uint8``; landmark measures are in inter-ocular units; probabilities in [0, 1].
 """
@@ -15,17 +16,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from ..images import load_photo
+from ..run_dir import FRONTAL_PHOTO_EXPRESSION, FRONTAL_RENDER, TURNTABLE_GIF, VIEW_GRID, FaceReading, Summary
 from .paper_tables import markdown_table
 
-Run = tuple[Path, dict[str, Any]]  # (run directory, its summary.json)
+Run = tuple[Path, Summary]  # (run directory, its summary.json)
 
-#: landmark measures of ``summary[...]["landmarks"]`` shown in the run table, in this order
+#: landmark measures of a :class:`~sie3d.run_dir.FaceReading`'s ``landmarks`` shown in the run table, in this order
 LANDMARKS = ("mouth_open", "mouth_width", "mouth_corner_lift", "brow_raise")
 #: how a person would describe each target expression in landmark moves: (measure, sign of the change)
 EXPECTED_MOVES = {"neutral": (("mouth_corner_lift", -1), ("mouth_open", -1)),
@@ -41,7 +42,7 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _image(path: Path) -> np.ndarray:
+def load_render(path: Path) -> np.ndarray:
     """A saved render as ``[H, W, 3]`` ``uint8`` (renders may be small: no minimum size)."""
     return load_photo(path, min_side=1)
 
@@ -68,12 +69,12 @@ _LANDMARK_HEADERS = ("mouth open", "mouth width", "corner lift", "brow raise")
 _CLASSIFIERS = ("fer", "faceapi", "deepface")
 
 
-def _report_cells(report: Mapping[str, Any], classifiers: Sequence[str]) -> list[str]:
-    if report.get("face_found") is False:
+def _report_cells(report: FaceReading, classifiers: Sequence[str]) -> list[str]:
+    if report.face_found is False:
         return ["no face found"] + [""] * (len(classifiers) + len(LANDMARKS))
-    cells = [fmt(report.get("dlib_distance")) if report.get("dlib_distance") is not None else "—"]
-    cells += [_top2(report.get(f"emotion_{c}")) for c in classifiers]
-    return cells + [f"{report['landmarks'][k]:+.3f}" for k in LANDMARKS]
+    cells = [fmt(report.dlib_distance) if report.dlib_distance is not None else "—"]
+    cells += [_top2(report.emotions.get(c)) for c in classifiers]
+    return cells + [f"{report.landmarks[k]:+.3f}" for k in LANDMARKS]
 
 
 def run_table(runs: Mapping[str, Run]) -> str:
@@ -82,10 +83,10 @@ def run_table(runs: Mapping[str, Run]) -> str:
     Columns: dlib descriptor distance to the photo, top-2 probabilities of each emotion classifier that
     produced any (fer, face-api, DeepFace), and the landmark measures of :data:`LANDMARKS`.
     """
-    reports = [next(iter(runs.values()))[1]["photo"]]
+    reports = [next(iter(runs.values()))[1].photo]
     for _, summary in runs.values():
-        reports += [summary["frontal_photo_expression"], summary["frontal"]]
-    classifiers = [c for c in _CLASSIFIERS if any(r.get(f"emotion_{c}") for r in reports)]
+        reports += [summary.frontal_photo_expression, summary.frontal]
+    classifiers = [c for c in _CLASSIFIERS if any(r.emotions.get(c) for r in reports)]
     headers = ["image", "dlib distance", *(f"{c} (top 2)" for c in classifiers), *_LANDMARK_HEADERS]
     labels = ["photo"]
     for name in runs:
@@ -100,12 +101,12 @@ def views_table(runs: Mapping[str, Run]) -> str:
 
     Runs whose summary predates these fields show empty cells.
     """
-    azimuths = sorted({v["azimuth"] for _, summary in runs.values() for v in summary.get("views", [])},
+    azimuths = sorted({v["azimuth"] for _, summary in runs.values() for v in summary.views},
                       key=lambda a: (abs(a), a))
     headers = ["run", *(f"{a:+.1f}°" for a in azimuths), "back: to hair", "back: to skin"]
     rows = []
     for name, (_, summary) in runs.items():
-        views = {v["azimuth"]: v for v in summary.get("views", [])}
+        views = {v["azimuth"]: v for v in summary.views}
         cells = []
         for azimuth in azimuths:
             view = views.get(azimuth)
@@ -114,7 +115,7 @@ def views_table(runs: Mapping[str, Run]) -> str:
                 continue
             yunet = f"YuNet {view['yunet']:.2f}" if view["yunet"] else "YuNet –"
             cells.append(("dlib ✓, " if view["dlib"] else "dlib –, ") + yunet)
-        back = summary.get("back_of_head", {})
+        back = summary.back_of_head
         rows.append([name.replace("_", " "), *cells, fmt(back.get("to_hair"), 0), fmt(back.get("to_skin"), 0)])
     return markdown_table(headers, rows)
 
@@ -126,16 +127,16 @@ def judges_table(runs: Mapping[str, Run]) -> str:
     head's distance to the photo's hair and skin."""
     rows = []
     for name, (_, summary) in runs.items():
-        final, target = summary["frontal"], summary.get("expression_class", summary["expression"])
-        photo = summary["photo"].get("emotion_faceapi")
+        final, target = summary.frontal, summary.expression_class or summary.expression
+        photo = summary.photo.emotions.get("faceapi")
         cells = [f"{max(photo, key=photo.get)} {max(photo.values()):.2f}" if photo else ""]
-        for judge in ("emotion_fer", "emotion_faceapi"):
-            probs = final.get(judge)
+        for judge in ("fer", "faceapi"):
+            probs = final.emotions.get(judge)
             top = max(probs, key=probs.get) if probs else None
             cells.append("" if top is None else f"{top} {probs[top]:.2f}" + (" ✓" if top == target else ""))
-        seen = [f"{v['azimuth']:+.1f}°" for v in summary.get("views", []) if v["yunet"]]
-        back = summary.get("back_of_head", {})
-        rows.append([name.replace("_", " "), target, cells[0], fmt(final.get("dlib_distance")), *cells[1:],
+        seen = [f"{v['azimuth']:+.1f}°" for v in summary.views if v["yunet"]]
+        back = summary.back_of_head
+        rows.append([name.replace("_", " "), target, cells[0], fmt(final.dlib_distance), *cells[1:],
                      ", ".join(seen), f"{fmt(back.get('to_hair'), 0)} / {fmt(back.get('to_skin'), 0)}"])
     return markdown_table(["run", "target", "face-api on the photo", "dlib distance", "fer (loss)",
                            "face-api (held out)", "YuNet finds a face at", "back: to hair / to skin"], rows)
@@ -163,11 +164,11 @@ def landmark_checks(runs: Mapping[str, Run]) -> list[LandmarkCheck]:
     """The expected landmark moves (:data:`EXPECTED_MOVES`) of every run whose renders both hold a face."""
     checks = []
     for name, (_, summary) in runs.items():
-        before, after = summary["frontal_photo_expression"], summary["frontal"]
-        if not (before.get("face_found") and after.get("face_found")):
+        before, after = summary.frontal_photo_expression, summary.frontal
+        if not (before.face_found and after.face_found):
             continue
-        for measure, sign in EXPECTED_MOVES.get(summary["expression"], ()):
-            checks.append(LandmarkCheck(name, measure, before["landmarks"][measure], after["landmarks"][measure], sign))
+        for measure, sign in EXPECTED_MOVES.get(summary.expression, ()):
+            checks.append(LandmarkCheck(name, measure, before.landmarks[measure], after.landmarks[measure], sign))
     return checks
 
 
@@ -178,10 +179,10 @@ def check_table(runs: Mapping[str, Run]) -> str:
     checks = landmark_checks(runs)
     rows = []
     for name, (_, summary) in runs.items():
-        before, after, target = summary["frontal_photo_expression"], summary["frontal"], summary["expression"]
-        distance = after.get("dlib_distance")
+        before, after, target = summary.frontal_photo_expression, summary.frontal, summary.expression
+        distance = after.dlib_distance
         person = "—" if distance is None else f"{distance:.3f} ({'same' if distance < SAME_PERSON else 'NOT same'})"
-        p = [r.get("emotion_fer", {}).get(target) for r in (before, after)]
+        p = [r.emotions.get("fer", {}).get(target) for r in (before, after)]
         first = [f"**{name.replace('_', ' ')}**", person, f"{fmt(p[0])} → {fmt(p[1])}"]
         mine = [c for c in checks if c.run == name]
         if not mine:
@@ -197,10 +198,10 @@ def run_gallery(photo_crop: np.ndarray, runs: Mapping[str, Run], panel: float = 
     """One row: the photo crop, the first run's avatar at the photo's expression, each run's final render."""
     first_dir = next(iter(runs.values()))[0]
     panels = [(photo_crop, "photo (face crop)"),
-              (_image(first_dir / "frontal_photo_expression.png"), "avatar at the photo's expression")]
+              (load_render(first_dir / FRONTAL_PHOTO_EXPRESSION), "avatar at the photo's expression")]
     for name, (run_dir, summary) in runs.items():
-        title = summary["expression"] + (f"\n+ '{summary['accessory']}'" if summary.get("accessory") else "")
-        panels.append((_image(run_dir / "frontal.png"), f"final: {title}"))
+        title = summary.expression + (f"\n+ '{summary.accessory}'" if summary.accessory else "")
+        panels.append((load_render(run_dir / FRONTAL_RENDER), f"final: {title}"))
     fig, axes = plt.subplots(1, len(panels), figsize=(panel * len(panels), panel + 0.3), squeeze=False)
     for ax, (image, title) in zip(axes[0], panels):
         ax.imshow(image)
@@ -239,13 +240,13 @@ def curve_grid(metrics: Mapping[str, Sequence[Mapping[str, float]]], targets: Ma
 
 def views_figure(runs: Mapping[str, Run]) -> plt.Figure:
     """Each run's ``views.png`` (front, three-quarter, side, back), one row per run, titled with its size."""
-    images = {name: _image(run_dir / "views.png") for name, (run_dir, _) in runs.items()}
+    images = {name: load_render(run_dir / VIEW_GRID) for name, (run_dir, _) in runs.items()}
     ratio = max(i.shape[0] / i.shape[1] for i in images.values())
     fig, axes = plt.subplots(len(runs), 1, figsize=(10, (10 * ratio + 0.3) * len(runs)), squeeze=False)
     for ax, (name, (_, summary)) in zip(axes[:, 0], runs.items()):
         ax.imshow(images[name])
-        ax.set_title(f"{name}: {summary['n_gaussians']} Gaussians, {summary['iterations']} iterations, "
-                     f"{fmt(summary.get('seconds_per_iteration'), 2)} s/iteration", fontsize=9)
+        ax.set_title(f"{name}: {summary.n_gaussians} Gaussians, {summary.iterations} iterations, "
+                     f"{fmt(summary.seconds_per_iteration, 2)} s/iteration", fontsize=9)
         ax.set_axis_off()
     fig.tight_layout()
     return fig
@@ -255,7 +256,7 @@ def turntables_html(runs: Mapping[str, Run], width: int = 160) -> str:
     """The runs' ``turntable.gif`` side by side as one HTML snippet (GIFs embedded as base64)."""
     cells = []
     for name, (run_dir, _) in runs.items():
-        gif = base64.b64encode((run_dir / "turntable.gif").read_bytes()).decode()
+        gif = base64.b64encode((run_dir / TURNTABLE_GIF).read_bytes()).decode()
         cells.append(f'<figure style="display:inline-block;margin:0 8px;text-align:center">'
                      f'<img src="data:image/gif;base64,{gif}" alt="turntable of {name}" width="{width}">'
                      f'<figcaption>{name}</figcaption></figure>')
@@ -274,105 +275,15 @@ def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], gai
     return fig
 
 
-# ----------------------------------------------------------------------------- page 05: ablations
-
-def metrics_table(evaluation: Mapping[str, Any], labels: Mapping[str, str], loss_classifier: str,
-                  held_out_classifier: str) -> str:
-    """Markdown: one row per group (ablation) of ``evaluation``: renders with a face, ID with the held-out
-    encoder and with the one that conditions the run, NPS and accuracy with the loss and held-out
-    classifiers, and the distribution distance."""
-    models = evaluation["models"]
-    conditioning = models.get("identity_conditioning")
-    headers = ["ablation", "renders with a face", f"ID ↑ ({models['identity']}, held out)",
-               *([f"ID ↑ ({conditioning}, conditioning)"] if conditioning else []),
-               f"NPS ↓ ({loss_classifier}, loss)", f"acc ↑ ({loss_classifier}, loss)",
-               f"NPS ↓ ({held_out_classifier}, held out)", f"acc ↑ ({held_out_classifier}, held out)",
-               f"{models['frechet_label']} ↓"]
-    rows = []
-    for group in evaluation["groups"]:
-        faces = sum(r["identity"]["n_renders_with_face"] for r in evaluation["runs"] if r["group"] == group["group"])
-        rows.append([labels.get(group["group"], group["group"]), f"{faces}/{group['renders']}",
-                     fmt(group["id_mean"]), *([fmt(group.get("id_conditioning_mean"))] if conditioning else []),
-                     fmt(group["loss_nps"]), fmt(group["loss_accuracy"], 2),
-                     fmt(group["held_out_nps"]), fmt(group["held_out_accuracy"], 2), fmt(group["frechet"])])
-    return markdown_table(headers, rows)
-
-
-def metrics_notes(evaluation: Mapping[str, Any]) -> str:
-    """Markdown bullets: why a classifier or distance is missing, and which identity encoder measured ID."""
-    models = evaluation["models"]
-    notes = sorted({f"{role} classifier `{r['emotion'][role]['classifier']}`: {r['emotion'][role]['note']}"
-                    for r in evaluation["runs"] for role in ("loss", "held_out") if r["emotion"][role]["note"]})
-    notes += sorted({f"{models['frechet_label']}: {g['distance_note']}" for g in evaluation["groups"]
-                     if g["distance_note"]})
-    notes.append(f"identity encoder: {models['identity']} (detector {models['detector']})"
-                 + (f"; {'; '.join(models['identity_notes'])}" if models["identity_notes"] else "")
-                 + (f"; beside it the encoder that conditions the run, {models['identity_conditioning']} (not held out)"
-                    if models.get("identity_conditioning") else ""))
-    return "\n".join(f"* {n}" for n in notes)
-
-
-def ablation_gallery(photo: np.ndarray, run_renders: Mapping[str, Sequence[Path]], titles: Mapping[str, str],
-                     panel: float = 1.5) -> plt.Figure:
-    """One row per ablation: the input photo, then the run's renders (frontal first), the first titled
-    with ``titles[ablation]`` (e.g. its label and scores) and the others with their file stem."""
-    n_cols = 1 + max(len(r) for r in run_renders.values())
-    fig, axes = plt.subplots(len(run_renders), n_cols, figsize=(panel * n_cols, (panel + 0.35) * len(run_renders)),
-                             squeeze=False)
-    for row, (ablation, renders) in zip(axes, run_renders.items()):
-        for ax in row:
-            ax.set_axis_off()
-        row[0].imshow(photo)
-        row[0].set_title("input photo", fontsize=7)
-        for ax, path in zip(row[1:], renders):
-            ax.imshow(_image(path))
-            ax.set_title(path.stem, fontsize=7)
-        row[1].set_title(titles[ablation], fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def movement_table(frontals: Mapping[str, Path], summaries: Mapping[str, Mapping[str, Any]],
-                   labels: Mapping[str, str], classifiers: Sequence[str], reference: str = "full") -> str:
-    """Markdown: per ablation, the mean |pixel difference| (0-255) of its frontal render to the
-    ``reference`` run's, its three largest blendshape coefficients (≥ 0.05), and each classifier's
-    p_neutral and top class on the frontal render (from ``summary.json``)."""
-    base = _image(frontals[reference]).astype(np.float64)
-    rows = []
-    for ablation, path in frontals.items():
-        summary = summaries[ablation]
-        coefficients = sorted(summary["expression_coefficients"].items(), key=lambda kv: -abs(kv[1]))
-        cells = []
-        for classifier in classifiers:
-            probs = summary["frontal"].get(f"emotion_{classifier}", {})
-            top = max(probs, key=probs.get) if probs else "no face"
-            cells += [fmt(probs.get("neutral")), f"{top} ({fmt(probs.get(top), 2)})" if probs else top]
-        rows.append([labels.get(ablation, ablation),
-                     f"{np.abs(_image(path).astype(np.float64) - base).mean():.2f}",
-                     ", ".join(f"{n} {v:.2f}" for n, v in coefficients[:3] if abs(v) >= 0.05) or "all < 0.05",
-                     *cells])
-    headers = [h for c in classifiers for h in (f"p_neutral ({c})", f"top class ({c})")]
-    return markdown_table(["ablation", f"mean abs diff to {reference} (0-255)", "largest blendshape coefficients",
-                           *headers], rows)
-
-
-def group_value(evaluation: Mapping[str, Any], group: str, key: str) -> float | None:
-    """``evaluation["groups"][...][key]`` of the named group (None when the group or value is missing)."""
-    for g in evaluation["groups"]:
-        if g["group"] == group:
-            return g.get(key)
-    return None
-
-
 def generation_highlights(runs: Mapping[str, Run]) -> list[str]:
     """Markdown sentences with the key numbers of page 04: runs and their cost, dlib distances of the
     final renders, landmark checks passed, and fer's p(target) from the photo's expression to the final."""
     summaries = [s for _, s in runs.values()]
-    names = ", ".join(s["expression"] + (f" + '{s['accessory']}'" if s.get("accessory") else "") for s in summaries)
-    speed = [s["seconds_per_iteration"] for s in summaries if s.get("seconds_per_iteration") is not None]
-    lines = [f"**{len(runs)} avatars** from one photo ({names}), {summaries[0]['iterations']} iterations each"
+    names = ", ".join(s.expression + (f" + '{s.accessory}'" if s.accessory else "") for s in summaries)
+    speed = [s.seconds_per_iteration for s in summaries if s.seconds_per_iteration is not None]
+    lines = [f"**{len(runs)} avatars** from one photo ({names}), {summaries[0].iterations} iterations each"
              + (f", {min(speed):.2f}–{max(speed):.2f} s per iteration" if speed else "")]
-    distances = [s["frontal"]["dlib_distance"] for s in summaries if s["frontal"].get("dlib_distance") is not None]
+    distances = [s.frontal.dlib_distance for s in summaries if s.frontal.dlib_distance is not None]
     if distances:
         same = sum(d < SAME_PERSON for d in distances)
         lines.append(f"dlib distance of the final renders to the photo **{min(distances):.3f}–{max(distances):.3f}**: "
@@ -383,43 +294,21 @@ def generation_highlights(runs: Mapping[str, Run]) -> list[str]:
         lines.append(f"landmark moves the loss never saw: **{ok} of {len(checks)}** as expected")
     moves = []
     for name, (_, s) in runs.items():
-        p = [s[k].get("emotion_fer", {}).get(s["expression"]) for k in ("frontal_photo_expression", "frontal")]
+        p = [r.emotions.get("fer", {}).get(s.expression) for r in (s.frontal_photo_expression, s.frontal)]
         if None not in p:
             moves.append(f"{name} {p[0]:.2f} → **{p[1]:.2f}**")
     if moves:
         lines.append("fer's p(target), avatar at the photo's expression → final: " + "; ".join(moves))
     held_out = []
     for name, (_, s) in runs.items():
-        probs = s["frontal"].get("emotion_faceapi")
+        probs = s.frontal.emotions.get("faceapi")
         if probs:
             top = max(probs, key=probs.get)
-            held_out.append(f"{name} **{top}** {probs[top]:.2f}" + (" ✓" if top == s.get("expression_class") else ""))
+            held_out.append(f"{name} **{top}** {probs[top]:.2f}" + (" ✓" if top == s.expression_class else ""))
     if held_out:
         lines.append("held-out judge (face-api), top class of the final render: " + "; ".join(held_out))
-    turned = [s for s in summaries if s.get("views")]
+    turned = [s for s in summaries if s.views]
     if turned:
-        seen = sum(any(v["yunet"] for v in s["views"] if abs(abs(v["azimuth"]) - 67.5) < 1) for s in turned)
+        seen = sum(any(v["yunet"] for v in s.views if abs(abs(v["azimuth"]) - 67.5) < 1) for s in turned)
         lines.append(f"a face at ±67.5° for YuNet (held out) in **{seen} of {len(turned)}** avatars")
-    return lines
-
-
-def ablation_highlights(evaluation: Mapping[str, Any], labels: Mapping[str, str], loss_classifier: str,
-                        paper_nps: tuple[float, float]) -> list[str]:
-    """Markdown sentences with the key numbers of page 05: the grid, and NPS / ID of the full method
-    against the run without the perceptual expression loss (``no_emotion_loss``), beside the paper's NPS
-    of the same two rows (``paper_nps``: full, without the loss)."""
-    groups = [g["group"] for g in evaluation["groups"]]
-    lines = [f"**{len(evaluation['runs'])} runs** in {len(groups)} ablations: "
-             + ", ".join(labels.get(g, g) for g in groups)]
-    nps = [group_value(evaluation, g, "loss_nps") for g in ("full", "no_emotion_loss")]
-    if None not in nps:
-        lines.append(f"NPS ({loss_classifier}, the loss classifier): full **{nps[0]:.3f}**, without the perceptual "
-                     f"expression loss **{nps[1]:.3f}** ({nps[1] - nps[0]:+.3f}; paper, DeepFace: "
-                     f"{paper_nps[0]:.3f} vs {paper_nps[1]:.3f})")
-    ids = [group_value(evaluation, g, "id_mean") for g in ("full", "no_emotion_loss")]
-    if None not in ids:
-        lines.append(f"ID ({evaluation['models']['identity']} cosine): full {ids[0]:.3f}, without the loss {ids[1]:.3f}")
-    held_out = [group_value(evaluation, g, "held_out_nps") for g in ("full", "no_emotion_loss")]
-    lines.append("held-out NPS: " + (f"full {held_out[0]:.3f}, without the loss {held_out[1]:.3f}"
-                                     if None not in held_out else "not available here (see the notes)"))
     return lines

@@ -1,8 +1,8 @@
 """The run directory as evaluation reads it: file names, validation, and the input photos.
 
 A finished ``sie3d generate`` run holds ``config.yaml``, ``manifest.json`` (optional ``"ablation"`` key
-that groups runs), ``summary.json`` (``"photos"``: input photo paths, absolute or relative to the run),
-``frontal.png`` and ``views/*.png`` (or ``renders/*.png``).
+that groups runs), ``summary.json`` (a :class:`~sie3d.run_dir.Summary`; its ``photos``: input photo
+paths, absolute or relative to the run), ``frontal.png`` and ``views/*.png`` (or ``renders/*.png``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, ConfigError, config_from_dict, read_params_file
-from ..run_dir import CONFIG_FILE, FRONTAL_RENDER, MANIFEST_FILE, SUMMARY_FILE
+from ..run_dir import CONFIG_FILE, FRONTAL_RENDER, MANIFEST_FILE, SUMMARY_FILE, Summary, read_summary
 
-SUMMARY_PHOTOS_KEY = "photos"  # list of input photo paths (a single string is accepted)
-GROUP_KEY = "ablation"  # in manifest.json or summary.json; default: the run's parent directory name
+GROUP_KEY = "ablation"  # in manifest.json; default: the run's parent directory name
 VIEW_DIRS = ("views", "renders")  # the first that exists holds the other renders
 RENDER_GLOB = "*.png"
 MIN_RENDER_SIDE = 16
@@ -41,7 +40,7 @@ class RunFiles:
     photos: list[Path]
     frontal: Path
     views: list[Path]
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: Summary = field(default_factory=Summary)
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -88,18 +87,18 @@ def read_run(run_dir: str | Path) -> RunFiles:
         config = config_from_dict(read_params_file(run_dir / CONFIG_FILE))
     except ConfigError as exc:
         raise RunLayoutError(f"{run_dir / CONFIG_FILE}: {exc}") from None
-    summary = _read_json(run_dir / SUMMARY_FILE)
+    try:
+        summary = read_summary(run_dir)
+    except ValueError as exc:
+        raise RunLayoutError(f"{run_dir / SUMMARY_FILE} is not a valid summary ({exc})") from None
     manifest = _read_json(run_dir / MANIFEST_FILE) if (run_dir / MANIFEST_FILE).is_file() else {}
-    entries = summary.get(SUMMARY_PHOTOS_KEY)
-    if isinstance(entries, str):
-        entries = [entries]
+    entries = summary.photos
     if not entries or not all(isinstance(e, str) for e in entries):
-        raise RunLayoutError(f"{run_dir / SUMMARY_FILE} must list the input photo paths under "
-                             f"\"{SUMMARY_PHOTOS_KEY}\"")
+        raise RunLayoutError(f"{run_dir / SUMMARY_FILE} must list the input photo paths under \"photos\"")
     photos = [_resolve_photo(entry, run_dir) for entry in entries]
     view_dir = next((run_dir / d for d in VIEW_DIRS if (run_dir / d).is_dir()), None)
     views = sorted(view_dir.glob(RENDER_GLOB)) if view_dir is not None else []
-    group = str(manifest.get(GROUP_KEY) or summary.get(GROUP_KEY) or run_dir.resolve().parent.name)
+    group = str(manifest.get(GROUP_KEY) or run_dir.resolve().parent.name)
     return RunFiles(run_dir=run_dir, name=run_dir.name, group=group, config=config, photos=photos,
                     frontal=run_dir / FRONTAL_RENDER, views=views, summary=summary, manifest=manifest)
 

@@ -25,17 +25,15 @@ checkpoint first. ``resume`` continues bit-identically on CPU (RNG states are ch
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from ..avatar.gaussians import MeshGaussians
-from ..avatar.reference_view import FIT_RESOLUTION, paint_from_reference, reference_view_loss
+from ..avatar.reference_view import reference_view_loss
 from ..avatar.strategy import DensifyStrategy
 from ..config import Config
 from ..diffusion.conditioning import build_conditioning
@@ -43,10 +41,9 @@ from ..diffusion.guidance import make_guidance
 from ..diffusion.prior import DiffusionPrior
 from ..face.emotion import emotion_index, emotion_loss, load_emotion_classifier
 from ..face.expression_text import emotion_class, intensity_target
-from ..render.cameras import CameraSampler, frontal_camera
+from ..render.cameras import CameraSampler
 from ..render.renderer import render
 from ..render.splats import Splats
-from ..run_dir import METRICS_LOG as METRICS_FILE
 from ..runtime import seed_everything
 from ..subject import PreparedSubject
 from ..vocabulary import EMOTIONS
@@ -61,6 +58,7 @@ from .checkpoint import (
 )
 from .losses import (expression_prior_target, loss_expression_prior, loss_lap, loss_pos, mean_scale_loss,
                      tv_loss, uniform_neighbours)
+from .metrics_log import append_record, keep_before, summary_line
 from .schedules import piecewise_linear
 
 
@@ -69,21 +67,15 @@ class TrainingDiverged(RuntimeError):
     """NaN/Inf came back after the learning rate had already been lowered once."""
 
 
-@dataclass
-class StepRecord:
-    """What one iteration logged."""
-
-    iteration: int
-    values: dict[str, float] = field(default_factory=dict)
-
-
 class AvatarTrainer:
     """Optimises one avatar. Build it, then call :meth:`fit`.
 
     Args:
         config: the resolved config tree.
         prepared: the photo prepared once (see :func:`sie3d.subject.prepare_subject`): template,
-            identity, the photo's expression fit, reference view and classifier box.
+            identity, the photo's expression, reference view and classifier box.
+        gaussians: the avatar to optimise, already initialised (:func:`sie3d.subject.initial_avatar`), on
+            ``device``; its expression coefficients start at the photo's.
         run_dir: where checkpoints and ``metrics.jsonl`` go.
         device: torch device.
         prior: the diffusion prior that guides the avatar; ``None`` builds it from ``config.models``
@@ -91,8 +83,8 @@ class AvatarTrainer:
         progress: show a tqdm bar (quiet summaries every ``train.log_every`` otherwise).
     """
 
-    def __init__(self, config: Config, prepared: PreparedSubject, run_dir: str | Path, device: torch.device,
-                 prior: DiffusionPrior | None = None, progress: bool = False, log: Callable[[str], None] = print):
+    def __init__(self, config: Config, prepared: PreparedSubject, gaussians: MeshGaussians, run_dir: str | Path,
+                 device: torch.device, prior: DiffusionPrior | None = None, progress: bool = False, log: Callable[[str], None] = print):
         self.config = config
         self.prepared = prepared
         self.run_dir = Path(run_dir)
@@ -106,8 +98,9 @@ class AvatarTrainer:
         self.template = prepared.template
         self.neighbours = uniform_neighbours(self.template.faces, self.template.vertices.shape[0],
                                              loss_cfg.lap_max_neighbours)
-        self.gaussians = MeshGaussians(self.template, config.gaussians).to(device)
-        self.expression = torch.nn.Parameter(torch.zeros(len(self.template.expression_names), device=device))
+        self.gaussians = gaussians
+        # the target starts at the photo's own expression (zeros without a photo fit)
+        self.expression = torch.nn.Parameter(prepared.photo_expression.detach().to(device, torch.float32).clone())
         self.strategy = DensifyStrategy(config.gaussians)
         self.sampler = CameraSampler(config.cameras, config.render.resolution)
         self.frontal = prepared.frontal
@@ -134,11 +127,6 @@ class AvatarTrainer:
             if loss_cfg.lambda_expression_prior > 0:
                 self.prior_floor = floor
         self.reference = prepared.reference
-        if prepared.fit is not None:  # appearance from the photo at its own expression; the target starts there
-            paint_from_reference(self.gaussians, prepared.appearance, prepared.fit, self.template,
-                                 frontal_camera(config.cameras, FIT_RESOLUTION), backend=config.render.backend)
-            with torch.no_grad():
-                self.expression.copy_(prepared.photo_expression)
         self.photo_expression = prepared.photo_expression
         self.face_box = prepared.face_box.to(device)  # [4], read by every emotion step
 
@@ -367,16 +355,12 @@ class AvatarTrainer:
         """Load the newest checkpoint of ``run_dir`` that loads (if any; a damaged newer one is set aside
         with a warning, see :func:`load_newest_checkpoint`); drop metrics logged after it."""
         found = load_newest_checkpoint(self.run_dir, warn=self.log)
-        metrics = self.run_dir / METRICS_FILE
         if found is None:  # a run that stopped before its first checkpoint starts over
-            metrics.unlink(missing_ok=True)
+            keep_before(self.run_dir, None)
             return False
         path, state = found
         self.load_state_dict(state)
-        if metrics.is_file():
-            kept = [line for line in metrics.read_text().splitlines()
-                    if line.strip() and json.loads(line)["iteration"] < self.iteration]
-            metrics.write_text("".join(line + "\n" for line in kept))
+        keep_before(self.run_dir, self.iteration)
         self.log(f"[train] resumed from {path.name} (iteration {self.iteration})")
         return True
 
@@ -389,7 +373,6 @@ class AvatarTrainer:
         cfg = self.config.train
         end = cfg.iterations if iterations is None else min(cfg.iterations, self.iteration + iterations)
         records = []
-        metrics = self.run_dir / METRICS_FILE
         self.run_dir.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not self.progress, desc="avatar")
         try:
@@ -398,10 +381,9 @@ class AvatarTrainer:
                 self.iteration += 1
                 records.append(record)
                 if record["iteration"] % cfg.log_every == 0 or self.iteration == cfg.iterations:
-                    with metrics.open("a") as handle:
-                        handle.write(json.dumps(record) + "\n")
+                    append_record(self.run_dir, record)
                     if not self.progress:
-                        self.log(_summary_line(record, cfg.iterations))
+                        self.log(summary_line(record, cfg.iterations))
                 bar.update(1)
                 if self.iteration % cfg.checkpoint_every == 0 or self.iteration == end:
                     self.save_checkpoint()
@@ -413,16 +395,4 @@ class AvatarTrainer:
         finally:
             bar.close()
         return records
-
-
-def _summary_line(record: dict[str, float], total: int) -> str:
-    losses = " ".join(f"{k[5:]}={v:.4g}" for k, v in record.items() if k.startswith("loss_") and k != "loss_total")
-    return (f"[train] it {record['iteration'] + 1}/{total} total={record.get('loss_total', float('nan')):.4g} "
-            f"{losses} ({record.get('time_iteration', 0):.2f} s/it)")
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    """The records of ``metrics.jsonl``."""
-    path = Path(run_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 

@@ -1,0 +1,130 @@
+"""What the ablation page (05) shows: the metrics of each ablation group, their notes, galleries of the
+runs' renders, how far each ablation moved from the full method, and the page's key numbers.
+
+Everything here reads the ``evaluation`` dict of :func:`sie3d.evaluation.evaluate.evaluate_runs`, run
+renders and summaries (:class:`~sie3d.run_dir.Summary`), and returns Markdown strings or matplotlib
+figures; nothing is measured here. Probabilities in [0, 1]; pixel differences in 0-255 units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ..run_dir import Summary
+from .paper_tables import markdown_table
+from .report import fmt, load_render
+
+
+def metrics_table(evaluation: Mapping[str, Any], labels: Mapping[str, str], loss_classifier: str,
+                  held_out_classifier: str) -> str:
+    """Markdown: one row per group (ablation) of ``evaluation``: renders with a face, ID with the held-out
+    encoder and with the one that conditions the run, NPS and accuracy with the loss and held-out
+    classifiers, and the distribution distance."""
+    models = evaluation["models"]
+    conditioning = models.get("identity_conditioning")
+    headers = ["ablation", "renders with a face", f"ID ↑ ({models['identity']}, held out)",
+               *([f"ID ↑ ({conditioning}, conditioning)"] if conditioning else []),
+               f"NPS ↓ ({loss_classifier}, loss)", f"acc ↑ ({loss_classifier}, loss)",
+               f"NPS ↓ ({held_out_classifier}, held out)", f"acc ↑ ({held_out_classifier}, held out)",
+               f"{models['frechet_label']} ↓"]
+    rows = []
+    for group in evaluation["groups"]:
+        faces = sum(r["identity"]["n_renders_with_face"] for r in evaluation["runs"] if r["group"] == group["group"])
+        rows.append([labels.get(group["group"], group["group"]), f"{faces}/{group['renders']}",
+                     fmt(group["id_mean"]), *([fmt(group.get("id_conditioning_mean"))] if conditioning else []),
+                     fmt(group["loss_nps"]), fmt(group["loss_accuracy"], 2),
+                     fmt(group["held_out_nps"]), fmt(group["held_out_accuracy"], 2), fmt(group["frechet"])])
+    return markdown_table(headers, rows)
+
+
+def metrics_notes(evaluation: Mapping[str, Any]) -> str:
+    """Markdown bullets: why a classifier or distance is missing, and which identity encoder measured ID."""
+    models = evaluation["models"]
+    notes = sorted({f"{role} classifier `{r['emotion'][role]['classifier']}`: {r['emotion'][role]['note']}"
+                    for r in evaluation["runs"] for role in ("loss", "held_out") if r["emotion"][role]["note"]})
+    notes += sorted({f"{models['frechet_label']}: {g['distance_note']}" for g in evaluation["groups"]
+                     if g["distance_note"]})
+    notes.append(f"identity encoder: {models['identity']} (detector {models['detector']})"
+                 + (f"; {'; '.join(models['identity_notes'])}" if models["identity_notes"] else "")
+                 + (f"; beside it the encoder that conditions the run, {models['identity_conditioning']} (not held out)"
+                    if models.get("identity_conditioning") else ""))
+    return "\n".join(f"* {n}" for n in notes)
+
+
+def ablation_gallery(photo: np.ndarray, run_renders: Mapping[str, Sequence[Path]], titles: Mapping[str, str],
+                     panel: float = 1.5) -> plt.Figure:
+    """One row per ablation: the input photo, then the run's renders (frontal first), the first titled
+    with ``titles[ablation]`` (e.g. its label and scores) and the others with their file stem."""
+    n_cols = 1 + max(len(r) for r in run_renders.values())
+    fig, axes = plt.subplots(len(run_renders), n_cols, figsize=(panel * n_cols, (panel + 0.35) * len(run_renders)),
+                             squeeze=False)
+    for row, (ablation, renders) in zip(axes, run_renders.items()):
+        for ax in row:
+            ax.set_axis_off()
+        row[0].imshow(photo)
+        row[0].set_title("input photo", fontsize=7)
+        for ax, path in zip(row[1:], renders):
+            ax.imshow(load_render(path))
+            ax.set_title(path.stem, fontsize=7)
+        row[1].set_title(titles[ablation], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def movement_table(frontals: Mapping[str, Path], summaries: Mapping[str, Summary],
+                   labels: Mapping[str, str], classifiers: Sequence[str], reference: str = "full") -> str:
+    """Markdown: per ablation, the mean |pixel difference| (0-255) of its frontal render to the
+    ``reference`` run's, its three largest blendshape coefficients (≥ 0.05), and each classifier's
+    p_neutral and top class on the frontal render (from ``summary.json``)."""
+    base = load_render(frontals[reference]).astype(np.float64)
+    rows = []
+    for ablation, path in frontals.items():
+        summary = summaries[ablation]
+        coefficients = sorted(summary.expression_coefficients.items(), key=lambda kv: -abs(kv[1]))
+        cells = []
+        for classifier in classifiers:
+            probs = summary.frontal.emotions.get(classifier, {})
+            top = max(probs, key=probs.get) if probs else "no face"
+            cells += [fmt(probs.get("neutral")), f"{top} ({fmt(probs.get(top), 2)})" if probs else top]
+        rows.append([labels.get(ablation, ablation),
+                     f"{np.abs(load_render(path).astype(np.float64) - base).mean():.2f}",
+                     ", ".join(f"{n} {v:.2f}" for n, v in coefficients[:3] if abs(v) >= 0.05) or "all < 0.05",
+                     *cells])
+    headers = [h for c in classifiers for h in (f"p_neutral ({c})", f"top class ({c})")]
+    return markdown_table(["ablation", f"mean abs diff to {reference} (0-255)", "largest blendshape coefficients",
+                           *headers], rows)
+
+
+def group_value(evaluation: Mapping[str, Any], group: str, key: str) -> float | None:
+    """``evaluation["groups"][...][key]`` of the named group (None when the group or value is missing)."""
+    for g in evaluation["groups"]:
+        if g["group"] == group:
+            return g.get(key)
+    return None
+
+
+def ablation_highlights(evaluation: Mapping[str, Any], labels: Mapping[str, str], loss_classifier: str,
+                        paper_nps: tuple[float, float]) -> list[str]:
+    """Markdown sentences with the key numbers of page 05: the grid, and NPS / ID of the full method
+    against the run without the perceptual expression loss (``no_emotion_loss``), beside the paper's NPS
+    of the same two rows (``paper_nps``: full, without the loss)."""
+    groups = [g["group"] for g in evaluation["groups"]]
+    lines = [f"**{len(evaluation['runs'])} runs** in {len(groups)} ablations: "
+             + ", ".join(labels.get(g, g) for g in groups)]
+    nps = [group_value(evaluation, g, "loss_nps") for g in ("full", "no_emotion_loss")]
+    if None not in nps:
+        lines.append(f"NPS ({loss_classifier}, the loss classifier): full **{nps[0]:.3f}**, without the perceptual "
+                     f"expression loss **{nps[1]:.3f}** ({nps[1] - nps[0]:+.3f}; paper, DeepFace: "
+                     f"{paper_nps[0]:.3f} vs {paper_nps[1]:.3f})")
+    ids = [group_value(evaluation, g, "id_mean") for g in ("full", "no_emotion_loss")]
+    if None not in ids:
+        lines.append(f"ID ({evaluation['models']['identity']} cosine): full {ids[0]:.3f}, without the loss {ids[1]:.3f}")
+    held_out = [group_value(evaluation, g, "held_out_nps") for g in ("full", "no_emotion_loss")]
+    lines.append("held-out NPS: " + (f"full {held_out[0]:.3f}, without the loss {held_out[1]:.3f}"
+                                     if None not in held_out else "not available here (see the notes)"))
+    return lines
