@@ -27,7 +27,8 @@ from .config import Config
 from .diffusion.prior import DiffusionPrior
 from .face.expression_text import emotion_class
 from .face.readout import FaceReadout, back_of_head_colour, dlib_descriptor, view_faces
-from .render.media import render_turntable, render_views, save_image, save_turntable, view_grid
+from .render.media import (mp4_writer_missing, render_turntable, render_views, save_image, save_turntable,
+                           view_grid)
 from .run_dir import (AVATAR_PLY, AVATAR_SPZ, FRONTAL_PHOTO_EXPRESSION, FRONTAL_RENDER,
                       SUMMARY_FILE, TURNTABLE_GIF, TURNTABLE_MP4, VIEW_GRID, RunDir, RunLock, Summary,
                       has_checkpoints, input_photo_path, view_path, write_summary)
@@ -81,7 +82,11 @@ def export(trainer: AvatarTrainer, out: Path) -> Exported:
     back = render_views(final, [180.0], EVAL_RESOLUTION, cams, backend=backend)[0]
     save_image(view_grid(final, resolution=EVAL_RESOLUTION // 2, camera_cfg=cams, backend=backend), out / VIEW_GRID)
     frames = render_turntable(final, config.eval.turntable_frames, EVAL_RESOLUTION // 2, cams, backend=backend)
-    save_turntable(frames, out / TURNTABLE_MP4)
+    missing = mp4_writer_missing()  # a GPU machine may lack ffmpeg: the GIF still carries the turntable
+    if missing is None:
+        save_turntable(frames, out / TURNTABLE_MP4)
+    else:
+        trainer.log(f"[generate] {TURNTABLE_MP4} skipped: {missing}")
     save_turntable(frames, out / TURNTABLE_GIF)
     return Exported(frontal, frontal_photo, views, azimuths, back)
 
@@ -92,7 +97,7 @@ def summarise(trainer: AvatarTrainer, prepared: PreparedSubject, renders: Export
     the frontal renders, the views' faces, the back of the head, the losses and the cost."""
     config, device = trainer.config, trainer.device
     subject = prepared.subject
-    readout = FaceReadout(device, config.models.emotion_crop_margin, models)
+    readout = FaceReadout(device, config.models.emotion_crop_margin, models, config.models.landmarks)
     names = [config.models.emotion_loss_classifier, config.models.emotion_eval_classifier]
     photo_descriptor = dlib_descriptor(subject.photo, subject.face)
     records = read_metrics(trainer.run_dir)
@@ -111,7 +116,7 @@ def summarise(trainer: AvatarTrainer, prepared: PreparedSubject, renders: Export
         n_gaussians=len(trainer.gaussians),
         expression_coefficients=dict(zip(expression_names, (float(c) for c in trainer.expression.detach().cpu()))),
         final_losses={k: v for k, v in last.items() if k.startswith("loss_")},
-        photo=readout.read(subject.photo, names, face=subject.face, landmark_source=config.models.landmarks),
+        photo=readout.read(subject.photo, names, face=subject.face),
         frontal=readout.read(renders.frontal, names, photo_descriptor=photo_descriptor),
         photo_expression_coefficients=dict(zip(expression_names, (float(c) for c in trainer.photo_expression.cpu()))),
         frontal_photo_expression=readout.read(renders.frontal_photo, names, photo_descriptor=photo_descriptor),

@@ -10,7 +10,8 @@ from sie3d.config import load_config
 from sie3d.subject import initial_avatar, make_subject, prepare_subject
 from sie3d.train.checkpoint import latest_checkpoint, load_checkpoint
 from sie3d.train.metrics_log import read_metrics
-from sie3d.train.trainer import AvatarTrainer, TrainingDiverged
+from sie3d.train.divergence import TrainingDiverged
+from sie3d.train.trainer import AvatarTrainer
 
 TINY = ["render.resolution=24", "render.frontal_resolution=128", "train.iterations=4", "train.batch_size=1",
         "train.checkpoint_every=2", "train.log_every=1", "cameras.random_flip=true"]

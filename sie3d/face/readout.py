@@ -33,11 +33,15 @@ class FaceReadout:
         device: where the classifiers run.
         margin: the emotion crop's margin (``models.emotion_crop_margin``), per side / box side.
         models: a cache to take the classifiers from (a batch worker's); ``None``: a private one.
+        landmark_source: who places the 68 landmarks of every reading (``models.landmarks``; a
+            :data:`sie3d.face.landmarks.LANDMARK_SOURCES` name), the photo's and the renders' alike.
     """
 
-    def __init__(self, device: torch.device, margin: float, models: ModelCache | None = None):
+    def __init__(self, device: torch.device, margin: float, models: ModelCache | None = None,
+                 landmark_source: str = "dlib"):
         self.device = torch.device(device)
         self.margin = margin
+        self.landmark_source = landmark_source
         self.models = models if models is not None else ModelCache()
         self.missing: dict[str, str] = {}  # classifier name -> why it did not load (ModelNotAvailable)
 
@@ -76,7 +80,7 @@ class FaceReadout:
         return out
 
     def read(self, image: np.ndarray, names: Sequence[str], face: Face | None = None,
-             photo_descriptor: np.ndarray | None = None, landmark_source: str = "dlib") -> FaceReading:
+             photo_descriptor: np.ndarray | None = None) -> FaceReading:
         """The reading of one image.
 
         Args:
@@ -84,8 +88,6 @@ class FaceReadout:
             face: the face to read (the photo's, detected once); ``None``: the best dlib face, and
                 ``face_found`` says whether there was one.
             photo_descriptor: ``[128]`` dlib descriptor to measure the identity distance to (None: not measured).
-            landmark_source: who places the 68 landmarks (a :data:`sie3d.face.landmarks.LANDMARK_SOURCES`
-                name; the photo's is ``models.landmarks``).
         """
         reading = FaceReading()
         if face is None:
@@ -98,7 +100,7 @@ class FaceReadout:
             descriptor = dlib_descriptor(image, face)
             reading.dlib_distance = dlib_distance(photo_descriptor, descriptor)
             reading.dlib_cosine = cosine_similarity(photo_descriptor, descriptor)
-        reading.landmarks = expression_measures(landmarks_68(image, face, landmark_source))
+        reading.landmarks = expression_measures(landmarks_68(image, face, self.landmark_source))
         reading.emotions = self.emotions(image, face.box, names)
         return reading
 

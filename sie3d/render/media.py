@@ -54,6 +54,17 @@ def render_turntable(splats: Splats, n_frames: int = 36, resolution: int = 256,
     return render_views(splats, azimuths, resolution, camera_cfg, **kwargs)
 
 
+def mp4_writer_missing() -> str | None:
+    """Why ``.mp4`` cannot be written here (imageio's FFMPEG writer needs ``imageio-ffmpeg``), or None."""
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as exc:
+        return f"no ffmpeg for .mp4 ({type(exc).__name__}: {exc}); pip install imageio-ffmpeg"
+    return None
+
+
 def save_turntable(frames: np.ndarray, path: str | Path, fps: int = 12) -> Path:
     """Write frames [T, H, W, 3] uint8 as ``.gif`` (looping) or ``.mp4`` (H.264, sides padded to even)."""
     path = Path(path)

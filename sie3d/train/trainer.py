@@ -24,7 +24,6 @@ checkpoint first. ``resume`` continues bit-identically on CPU (RNG states are ch
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from pathlib import Path
@@ -58,13 +57,10 @@ from .checkpoint import (
 )
 from .losses import (expression_prior_target, loss_expression_prior, loss_lap, loss_pos, mean_scale_loss,
                      tv_loss, uniform_neighbours)
+from .divergence import TrainingDiverged, all_finite, restore, snapshot
 from .metrics_log import append_record, keep_before, summary_line
 from .schedules import piecewise_linear
 
-
-
-class TrainingDiverged(RuntimeError):
-    """NaN/Inf came back after the learning rate had already been lowered once."""
 
 
 class AvatarTrainer:
@@ -170,7 +166,7 @@ class AvatarTrainer:
         cfg = self.config
         only_emotion_moves_expression = cfg.loss.emotion_moves == "expression"
         losses: dict[str, torch.Tensor] = {}
-        diagnostics: dict[str, float] = {}
+        diagnostics: dict[str, float | torch.Tensor] = {}  # tensors are read back once, in step()
         timings: dict[str, float] = {}
 
         coefficients = self.expression.detach() if only_emotion_moves_expression else self.expression
@@ -194,7 +190,8 @@ class AvatarTrainer:
             losses["ism"] = result.get("loss_ism", result.get("loss_sds"))
             for key in ("grad_norm", "t", "s", "n_unet_evals", "time_encode", "time_unet"):
                 if key in result:
-                    diagnostics[key] = float(result[key])
+                    value = result[key]
+                    diagnostics[key] = value.detach() if torch.is_tensor(value) else float(value)
             timings["guidance"] = time.perf_counter() - tick
 
         if cfg.loss.lambda_tv_image > 0:
@@ -228,7 +225,7 @@ class AvatarTrainer:
             front = self._render(emotion_splats, self.frontal, white)
             probs = self.classifier(front.rgb.permute(0, 3, 1, 2), self.face_box)
             losses["emotion"] = emotion_loss(probs, self.emotion_target.expand_as(probs))
-            diagnostics["p_target"] = float(probs[0, self.target_emotion].detach())
+            diagnostics["p_target"] = probs[0, self.target_emotion].detach()
             timings["emotion"] = time.perf_counter() - tick
         diagnostics.update({f"time_{k}": v for k, v in timings.items()})
         return losses, diagnostics, (out, vertices.detach())
@@ -249,17 +246,6 @@ class AvatarTrainer:
         total.backward()
         return total.detach()
 
-    def _snapshot(self) -> dict[str, Any]:
-        return {"gaussians": copy.deepcopy(self.gaussians.state_dict()),
-                "expression": self.expression.detach().clone(),
-                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
-
-    def _restore(self, snapshot: dict[str, Any]) -> None:
-        self.gaussians.load_state_dict(snapshot["gaussians"])
-        with torch.no_grad():
-            self.expression.copy_(snapshot["expression"])
-        self.optimizer.load_state_dict(snapshot["optimizer"])
-
     def _recover(self, what: str, iteration: int) -> dict[str, float]:
         if self.recoveries >= 1:
             raise TrainingDiverged(
@@ -278,7 +264,10 @@ class AvatarTrainer:
             group["lr"] = self.learning_rates(iteration)[group["name"]]
         self.optimizer.zero_grad(set_to_none=True)
         losses, diagnostics, (out, vertices) = self.compute_losses(iteration)
-        record = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
+        # the device is asked for values four times a step (losses, gradients, parameters, the record),
+        # each one read-back of a stacked tensor: every read-back stalls the queue of a GPU
+        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()]).tolist()
+        record = {f"loss_{k}": v for k, v in zip(losses, values)}
         if not all(math.isfinite(v) for v in record.values()):
             bad = [k for k, v in record.items() if not math.isfinite(v)]
             return {**record, **self._recover(f"non-finite {', '.join(bad)}", iteration)}
@@ -288,11 +277,11 @@ class AvatarTrainer:
         total = self._backward(losses, iteration)
         record["time_backward"] = time.perf_counter() - tick
         grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not all(torch.isfinite(g).all() for g in grads):
+        if not all_finite(grads):
             self.optimizer.zero_grad(set_to_none=True)
             return {**record, **self._recover("non-finite gradient", iteration)}
 
-        snapshot = self._snapshot()
+        before = snapshot(self.gaussians, self.expression, self.optimizer)
         tick = time.perf_counter()
         self.optimizer.step()
         with torch.no_grad():
@@ -300,18 +289,22 @@ class AvatarTrainer:
             if self.prior_floor is not None:
                 torch.maximum(self.expression, self.prior_floor, out=self.expression)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        if not all(torch.isfinite(p).all() for p in params):
-            self._restore(snapshot)
+        if not all_finite(params):
+            restore(before, self.gaussians, self.expression, self.optimizer)
             return {**record, **self._recover("non-finite parameter after the step", iteration)}
         info = self.strategy.step_post_backward(self.gaussians, self.optimizer, out, iteration, vertices)
         record["time_step"] = time.perf_counter() - tick
         record.update({f"strategy_{k}": float(v) for k, v in info.items()})
 
-        record.update(diagnostics)
-        record["loss_total"] = float(total)
+        pending = {k: v for k, v in diagnostics.items() if torch.is_tensor(v)}
+        record.update({k: v for k, v in diagnostics.items() if k not in pending})
+        read_back = torch.cat([total.detach().float().reshape(1), *(v.float().reshape(1) for v in pending.values()),
+                               self.expression.detach().float()]).tolist()
+        record["loss_total"] = read_back[0]
+        record.update(zip(pending, read_back[1:1 + len(pending)]))
         record["n_gaussians"] = float(len(self.gaussians))
         record["lr_xyz"] = self.optimizer.param_groups[0]["lr"]
-        record.update({f"expr_{n}": float(c) for n, c in zip(self.template.expression_names, self.expression.detach())})
+        record.update({f"expr_{n}": c for n, c in zip(self.template.expression_names, read_back[1 + len(pending):])})
         record["time_iteration"] = time.perf_counter() - start
         return record
 
@@ -395,4 +388,3 @@ class AvatarTrainer:
         finally:
             bar.close()
         return records
-
