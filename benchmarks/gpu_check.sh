@@ -101,8 +101,11 @@ parts = []
 try:
     rows = json.loads((out / "bench_paper.json").read_text())["paper_speed"]
     for r in rows:
-        parts.append(f"{r['setting']} {r['ms_per_iteration']:.0f} ms/it {r['peak_gib']:.1f} GiB"
-                     + ("" if r["setting"] == "plain" else f" ({'same' if r['agrees'] else 'DIFFERENT'} step)"))
+        if "error" in r:
+            parts.append(f"{r['setting']} failed")
+            continue
+        same = "" if r["setting"] == "plain" else f" ({'same' if r['agrees'] else 'DIFFERENT'} step)"
+        parts.append(f"{r['setting']} {r['ms_per_iteration']:.0f} ms/it {r['peak_gib']:.1f} GiB{same}")
 except (OSError, KeyError, ValueError) as exc:
     parts.append(f"bench: {exc}")
 try:

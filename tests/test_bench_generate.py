@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from sie3d.bench.generate import COLUMNS, iteration_breakdown, random_sd15_prior, time_iterations
+from sie3d.bench._timing import time_iterations
+from sie3d.bench.generate import COLUMNS, iteration_breakdown, random_sd15_prior
 from sie3d.cli import main
 from sie3d.config import load_config
 

@@ -2,13 +2,14 @@
 layout), Arc2Face ID injection, the identity adapter and the prompt-embedding cache."""
 
 import copy
+import dataclasses
 import shutil
 
 import pytest
 import skimage.data
 import torch
 
-from sie3d.config import load_config
+from sie3d.config import ConfigError, load_config
 from sie3d.diffusion.prior import DiffusionPrior, PriorError, save_in_registry_layout
 from sie3d.diffusion.text_encoders import (
     PromptEmbeddingCache,
@@ -88,8 +89,11 @@ def test_missing_real_weights_name_the_download_command(sie3d_home):
     config = load_config(overrides=["models.prior=arc2face"])
     with pytest.raises(ModelNotAvailable, match="sie3d weights download arc2face-unet"):
         DiffusionPrior.from_config(config, "cpu")
+    with pytest.raises(ConfigError, match="models.prior: unknown name 'sd21'; choose one of arc2face, tiny"):
+        load_config(overrides=["models.prior=sd21"])  # a params file fails when it loads
+    built_in_code = dataclasses.replace(config, models=dataclasses.replace(config.models, prior="sd21"))
     with pytest.raises(PriorError, match="models.prior='sd21'"):
-        DiffusionPrior.from_config(load_config(overrides=["models.prior=sd21"]), "cpu")
+        DiffusionPrior.from_config(built_in_code, "cpu")
 
 
 def test_truncated_text_encoder_is_an_error_not_a_random_init(fake_cache):

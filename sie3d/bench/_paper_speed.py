@@ -94,7 +94,7 @@ def relative_errors(steps: list[IsmStep], reference: list[IsmStep]) -> tuple[flo
 def measure_paper(config, prior, iterations: int, warmup: int, photo=None,
                   settings: dict[str, dict[str, Any]] = SPEED_SETTINGS) -> list[dict[str, Any]]:
     """One row per setting: wall ms/it, peak GiB, projected minutes, agreement with ``plain``."""
-    from .generate import time_iterations
+    from ._timing import time_iterations
 
     device = prior.device
     encoder_fp32 = encoder_weights(prior)
@@ -108,8 +108,12 @@ def measure_paper(config, prior, iterations: int, warmup: int, photo=None,
         loss_error, grad_error = relative_errors(steps, reference) if name != "plain" else floor
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        timing = time_iterations(replace(config, models=replace(config.models, **setting)), device, iterations,
-                                 warmup, photo, prior=prior, identity_dim=prior.identity_dim)
+        try:
+            timing = time_iterations(replace(config, models=replace(config.models, **setting)), device, iterations,
+                                     warmup, photo, prior=prior, identity_dim=prior.identity_dim)
+        except Exception as exc:  # one failing setting (e.g. diverging in float16) must not hide the others
+            rows.append({"setting": name, **setting, "error": f"{type(exc).__name__}: {exc}"})
+            continue
         ms = timing.wall_per_iteration * 1e3
         rows.append({"setting": name, **setting, "ms_per_iteration": ms,
                      "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
@@ -125,6 +129,9 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
             f"{'UNet/it':>7s} {'min@5000':>8s} {'min@7000':>8s} {'loss err':>9s} {'grad err':>9s}  same step")
     lines = [head, "-" * len(head)]
     for r in rows:
+        if "error" in r:
+            lines.append(f"{r['setting']:<10s} failed: {r['error']}")
+            continue
         lines.append(f"{r['setting']:<10s} {r['vae_precision']:>5s} {str(r['cuda_graphs']):>6s} "
                      f"{'y' if r['channels_last'] else 'n':>3s} {r['ms_per_iteration']:>7.1f} {r['peak_gib']:>8.2f} "
                      f"{r['unet_calls']:>7.2f} {r['minutes_5000']:>8.1f} {r['minutes_7000']:>8.1f} "
