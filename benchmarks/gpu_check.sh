@@ -86,7 +86,7 @@ breakdown() {
 }
 
 stage install install
-export PYTHONPATH=$SITE:$PWD
+export PYTHONPATH=$PWD:$SITE  # the checkout first: its params/ and tests/ sit beside the package
 stage gsplat build_gsplat
 TAIL_LINES=40 stage cuda_tests cuda_tests
 stage paper_avatar paper_avatar
