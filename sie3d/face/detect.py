@@ -28,7 +28,7 @@ import numpy as np
 
 from ..images import check_rgb_uint8
 from ..registry import Registry
-from ..weights import model_path
+from ..weights import is_available, model_path
 from .align import landmarks5_from_68
 
 #: face detectors by name: ``detect(image, score_threshold, **options) -> list[Face]`` (unranked; options
@@ -110,6 +110,9 @@ def _detect_dlib(image: np.ndarray, score_threshold: float | None, *, upsample: 
         upsample = 1 if max(image.shape[:2]) <= 1024 else 0
     threshold = 0.0 if score_threshold is None else score_threshold
     rects, scores, _ = frontal_face_detector().run(image, upsample, threshold)
+    # the 5 alignment points come from dlib's 68-point predictor; where that 100 MB file is absent (a GPU
+    # machine that cannot receive it), faces carry none and identity.face_landmarks5 derives them when asked
+    landmarks = landmarks and is_available("dlib-shape-68")
     faces = []
     for rect, score in zip(rects, scores):
         box = rectangle_box(rect)

@@ -18,10 +18,14 @@ expression measures within 0.06 (tests/test_landmarks.py checks a photo not used
 
 from __future__ import annotations
 
+import warnings
+from functools import lru_cache
+
 import numpy as np
 
 from ..images import check_rgb_uint8
 from ..registry import Registry
+from ..weights import is_available
 from .detect import Face, detect_faces, select_face
 
 MEASURES = ("mouth_open", "mouth_width", "mouth_corner_lift", "brow_raise")
@@ -35,6 +39,16 @@ MEDIAPIPE_TO_68 = (
     61, 39, 37, 0, 267, 269, 291, 321, 314, 17, 84, 91,  # outer lips 48-59
     78, 82, 13, 312, 308, 317, 14, 87,  # inner lips 60-67
 )
+
+
+@lru_cache(maxsize=1)
+def default_source() -> str:
+    """``dlib`` where its 68-point predictor is installed, else ``mediapipe`` (warned once)."""
+    if is_available("dlib-shape-68"):
+        return "dlib"
+    warnings.warn("dlib's 68-point predictor (100 MB) is not installed here: landmarks come from MediaPipe's "
+                  "face mesh (sie3d.face.landmarks.MEDIAPIPE_TO_68); set models.landmarks to choose", stacklevel=3)
+    return "mediapipe"
 
 
 #: ``models.landmarks`` name -> ``(image, face) -> [68, 2]`` pixels
@@ -55,18 +69,19 @@ def _mediapipe_68(image: np.ndarray, face: Face) -> np.ndarray:
     return face_mesh(image, face).points[list(MEDIAPIPE_TO_68), :2].copy()
 
 
-def landmarks_68(image: np.ndarray, face: Face | None = None, source: str = "dlib") -> np.ndarray:
+def landmarks_68(image: np.ndarray, face: Face | None = None, source: str | None = None) -> np.ndarray:
     """68 landmarks of one face.
 
     Args:
         image: ``[H, W, 3]`` uint8 RGB.
         face: the face to use; None detects with dlib and keeps the best face.
-        source: a :data:`LANDMARK_SOURCES` name (``models.landmarks``).
+        source: a :data:`LANDMARK_SOURCES` name (``models.landmarks``); None: dlib where its predictor
+            is installed, else MediaPipe's mesh (with a warning, once).
 
     Returns:
         ``[68, 2]`` float64 pixels (x, y).
     """
-    read = LANDMARK_SOURCES.get(source)
+    read = LANDMARK_SOURCES.get(source or default_source())
     image = check_rgb_uint8(image)
     if face is None:
         face = select_face(detect_faces(image, "dlib", landmarks=False))
