@@ -6,12 +6,12 @@
 #   (plain against fast settings, wall clock; then the per-part breakdown under launch blocking),
 #   and prints one summary line. Logs and JSON land in $OUT (default /tmp/sie3d-gpu-check).
 # Prepare .gpu/ first, here: benchmarks/gpu_carry.sh. About 7-8 minutes on an H200.
-#   usage: benchmarks/gpu_check.sh [ITERATIONS_OF_THE_AVATAR (30)] [TIMED_BENCH_ITERATIONS (12)]
+#   usage: benchmarks/gpu_check.sh [ITERATIONS_OF_THE_AVATAR (20)] [TIMED_BENCH_ITERATIONS (8)]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sie3d-gpu-check}
-AVATAR_ITERATIONS=${1:-30}
-BENCH_ITERATIONS=${2:-12}
+AVATAR_ITERATIONS=${1:-20}
+BENCH_ITERATIONS=${2:-8}
 PY=${PY:-python3}
 SITE=/tmp/sie3d-site
 mkdir -p "$OUT"
@@ -76,12 +76,12 @@ evaluate_avatar() {
 }
 
 bench() {
-    "$PY" -m sie3d bench generate --iterations "$BENCH_ITERATIONS" --warmup 3 --paper \
+    "$PY" -m sie3d bench generate --iterations "$BENCH_ITERATIONS" --warmup 2 --paper \
         --paper-set models.landmarks=mediapipe --json "$OUT/bench_paper.json"
 }
 
 breakdown() {
-    "$PY" -m sie3d bench generate --iterations "$BENCH_ITERATIONS" --warmup 3 --paper-breakdown \
+    "$PY" -m sie3d bench generate --iterations "$BENCH_ITERATIONS" --warmup 2 --paper-breakdown \
         --paper-set models.landmarks=mediapipe --json "$OUT/bench_breakdown.json"
 }
 

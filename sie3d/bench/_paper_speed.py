@@ -25,7 +25,6 @@ import torch
 #: is applied to the one prior in turn, the VAE encoder's float32 weights restored between settings)
 SPEED_SETTINGS: dict[str, dict[str, Any]] = {
     "plain": dict(vae_precision="fp32", cuda_graphs=False, channels_last=False),
-    "bf16-vae": dict(vae_precision="bf16", cuda_graphs=False, channels_last=False),
     "graphs": dict(vae_precision="fp32", cuda_graphs=True, channels_last=True),
     "fast-bf16": dict(vae_precision="bf16", cuda_graphs=True, channels_last=True),
     "fast-fp16": dict(vae_precision="fp16", cuda_graphs=True, channels_last=True),
