@@ -76,12 +76,12 @@ evaluate_avatar() {
 }
 
 bench() {
-    "$PY" -m sie3d bench generate --iterations "$BENCH_ITERATIONS" --warmup 2 --paper \
+    "$PY" -m sie3d bench generate --iterations "$BENCH_ITERATIONS" --warmup 2 --paper-only --paper \
         --paper-set models.landmarks=mediapipe --json "$OUT/bench_paper.json"
 }
 
 breakdown() {
-    "$PY" -m sie3d bench generate --iterations "$BENCH_ITERATIONS" --warmup 2 --paper-breakdown \
+    "$PY" -m sie3d bench generate --iterations "$BENCH_ITERATIONS" --warmup 2 --paper-only --paper-breakdown \
         --paper-set models.landmarks=mediapipe --json "$OUT/bench_breakdown.json"
 }
 

@@ -79,6 +79,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--paper", action="store_true",
                         help="also params/paper.yaml on CUDA with a random full-size SD-1.5-shaped prior: wall-clock "
                              "ms/it, peak memory and ISM agreement of the plain and fast settings (sie3d.bench._paper_speed)")
+    parser.add_argument("--paper-only", action="store_true", help="skip the quick preset's CPU row")
     parser.add_argument("--paper-breakdown", action="store_true",
                         help="params/paper.yaml on CUDA by part, with CUDA_LAUNCH_BLOCKING=1 (slower than wall clock)")
     parser.add_argument("--paper-set", dest="paper_overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -189,9 +190,11 @@ def run(args) -> int:
     cpu = torch.device("cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.warmup} warm-up + "
           f"{args.iterations} timed iterations per setting")
-    records = time_iterations(config, cpu, args.iterations, args.warmup, args.photo).records
-    rows = [_row(config.preset, cpu, records)]
-    print(_describe(config, records))
+    rows: list[dict[str, Any]] = []
+    if not args.paper_only:
+        records = time_iterations(config, cpu, args.iterations, args.warmup, args.photo).records
+        rows.append(_row(config.preset, cpu, records))
+        print(_describe(config, records))
     result: dict[str, Any] = {"parts": rows}
 
     if (args.paper or args.paper_breakdown) and not torch.cuda.is_available():
