@@ -158,5 +158,7 @@ def write_synthetic_arcface(path: str | Path, seed: int = 0) -> int:
         [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])],
         initializer=[numpy_helper.from_array(conv, "w"), numpy_helper.from_array(dense, "d")])
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # what opset 13 needs; a newer onnx writes a newer IR than older onnxruntimes read
+    save(model, str(path))
     return conv.size + dense.size
