@@ -71,8 +71,8 @@ paper_avatar() {
     ls -la "$OUT/paper_run"
 }
 
-evaluate_avatar() {
-    "$PY" -m sie3d evaluate "$OUT/paper_run" --out "$OUT/paper_eval" --features dlib --device cuda && cat "$OUT/paper_eval/metrics.md"
+evaluate_avatar() {  # SFace's OpenCV DNN graph fails under OpenCV 5.0 (what the H200 image has): dlib judges ID
+    "$PY" -m sie3d evaluate "$OUT/paper_run" --out "$OUT/paper_eval" --features dlib --identity dlib --device cuda && cat "$OUT/paper_eval/metrics.md"
 }
 
 bench() {

@@ -204,7 +204,8 @@ class DiffusionPrior:
             raise PriorError(f"models.vae_precision={vae_precision!r}; choose one of {', '.join(VAE_PRECISIONS)}")
         if self.device.type != "cuda":
             return self
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its convolution kernels once
+        # fixed shapes: cuDNN times its convolution kernels once (the first iteration takes ~1 min on an H200)
+        torch.backends.cudnn.benchmark = vae_precision != "fp32" or cuda_graphs or channels_last
         self.vae_dtype = VAE_PRECISIONS[vae_precision]
         encoder = [self.vae.encoder] + ([self.vae.quant_conv] if self.vae.quant_conv is not None else [])
         for module in encoder:
