@@ -73,26 +73,12 @@ def test_vector_helpers_against_hand_values():
 
 
 def write_tiny_arcface(path, seed=0):
-    """An ONNX model in ArcFace's layout: input 'input.1' [N, 3, 112, 112] -> [N, 512].
+    """An ONNX model in ArcFace's layout (the synthetic weights' stand-in): conv 8×8 stride 8 (3 -> 4
+    channels), flatten, matmul: sensitive to channel order, position and scale. Returns (conv, dense)."""
+    pytest.importorskip("onnx")
+    from sie3d.diffusion.synthetic import write_synthetic_arcface
 
-    Conv 8×8 stride 8 (3 -> 4 channels), flatten, matmul: sensitive to channel order, position and scale.
-    """
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    conv = rng.normal(0, 0.1, (4, 3, 8, 8)).astype(np.float32)
-    dense = rng.normal(0, 0.1, (4 * 14 * 14, 512)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["input.1", "w"], ["c"], strides=[8, 8], kernel_shape=[8, 8]),
-         helper.make_node("Flatten", ["c"], ["f"], axis=1),
-         helper.make_node("MatMul", ["f", "d"], ["683"])],
-        "arcface_stub",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
-        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", 512])],
-        initializer=[numpy_helper.from_array(conv, "w"), numpy_helper.from_array(dense, "d")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    return conv, dense
+    return write_synthetic_arcface(path, seed)
 
 
 def test_arcface_encoder_matches_a_numpy_reference(tmp_path, astronaut):

@@ -29,6 +29,7 @@ import gc
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 #: SD-1.5's published parameter counts (UNet, VAE, CLIP ViT-L/14 text encoder)
@@ -132,15 +133,16 @@ def write_synthetic_weights(home: str | Path, seed: int = 0, log=print) -> dict[
     (models / "sd15-tokenizer" / "scheduler").mkdir(parents=True, exist_ok=True)
     (models / "sd15-tokenizer" / "scheduler" / "scheduler_config.json").write_text(
         json.dumps(SD15_SCHEDULER_CONFIG, indent=2))
-    counts["arcface"] = write_synthetic_arcface(models / "arc2face-arcface" / "arcface.onnx", seed + 5)
+    counts["arcface"] = sum(a.size for a in write_synthetic_arcface(models / "arc2face-arcface" / "arcface.onnx",
+                                                                    seed + 5))
     return counts
 
 
-def write_synthetic_arcface(path: str | Path, seed: int = 0) -> int:
+def write_synthetic_arcface(path: str | Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """An ONNX recognizer with ArcFace's interface (``input.1`` ``[N, 3, 112, 112]`` -> ``683`` ``[N, 512]``):
-    an 8×8 stride-8 convolution to 4 channels, flatten, a dense layer (random, seeded). Returns its
-    parameter count. It lets the paper path's identity loader run without ArcFace's 261 MB file."""
-    import numpy as np
+    an 8×8 stride-8 convolution to 4 channels ``[4, 3, 8, 8]``, flatten, a dense layer ``[784, 512]``
+    (random, seeded; returned). It lets the paper path's identity loader run without ArcFace's 261 MB
+    file, and tests check the loader against numpy with it."""
     try:
         from onnx import TensorProto, helper, numpy_helper, save
     except ImportError:
@@ -161,4 +163,4 @@ def write_synthetic_arcface(path: str | Path, seed: int = 0) -> int:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8  # what opset 13 needs; a newer onnx writes a newer IR than older onnxruntimes read
     save(model, str(path))
-    return conv.size + dense.size
+    return conv, dense
