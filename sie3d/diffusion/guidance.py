@@ -171,10 +171,11 @@ class GuidanceBase:
         abar = self.prior.alphas_cumprod[t]
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
-    def lambda_weight(self, t: int) -> float:
-        """λ·√((1−ᾱ_t)/ᾱ_t) (ᾱ read from the scheduler's CPU copy: no device round trip)."""
-        abar = float(self.prior.scheduler.alphas_cumprod[t].float())
-        return self.cfg.weight * math.sqrt((1 - abar) / abar)
+    def lambda_weight(self, t: int) -> torch.Tensor:
+        """λ·√((1−ᾱ_t)/ᾱ_t), a 0-d float32 tensor on the prior's device (computed there in float64: no
+        read-back to the host, and the value a float64 host computation gives)."""
+        abar = self.prior.alphas_cumprod[t].double()
+        return (self.cfg.weight * ((1 - abar) / abar).sqrt()).float()
 
     # -------------------------------------------------------------- guided pass
 
