@@ -55,9 +55,9 @@ from .checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from .divergence import TrainingDiverged, all_finite, restore, snapshot
 from .losses import (expression_prior_target, loss_expression_prior, loss_lap, loss_pos, mean_scale_loss,
                      tv_loss, uniform_neighbours)
-from .divergence import TrainingDiverged, all_finite, restore, snapshot
 from .metrics_log import append_record, keep_before, summary_line
 from .schedules import piecewise_linear
 
