@@ -62,7 +62,6 @@ from .metrics_log import append_record, keep_before, summary_line
 from .schedules import piecewise_linear
 
 
-
 class AvatarTrainer:
     """Optimises one avatar. Build it, then call :meth:`fit`.
 
