@@ -104,6 +104,7 @@ class DiffusionPrior:
     vae_dtype: torch.dtype = torch.float32
     channels_last: bool = False
     graphed_unet: GraphedCall | None = None
+    _alphas_cumprod: torch.Tensor | None = field(default=None, repr=False)  # ᾱ on ``device``, made once
 
     # ------------------------------------------------------------------ construction
 
@@ -222,10 +223,9 @@ class DiffusionPrior:
     @property
     def alphas_cumprod(self) -> torch.Tensor:
         """ᾱ_t for t = 0..T-1, ``[T]`` float32 on the prior's device (copied there once)."""
-        cached = getattr(self, "_alphas_cumprod", None)
-        if cached is None or cached.device != self.device:
-            cached = self._alphas_cumprod = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
-        return cached
+        if self._alphas_cumprod is None or self._alphas_cumprod.device != self.device:
+            self._alphas_cumprod = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        return self._alphas_cumprod
 
     @property
     def num_train_timesteps(self) -> int:
