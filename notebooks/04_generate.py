@@ -185,7 +185,7 @@ fig.savefig(out_dir / "curves.png", dpi=80, bbox_inches="tight")
 
 # %% tags=["hide-input"]
 display(Markdown(report.run_table(runs)))
-for clf, message in next(iter(runs.values()))[1]["classifiers_missing"].items():
+for clf, message in next(iter(runs.values()))[1].classifiers_missing.items():
     print(f"{clf}: not cached here, column left empty ({message.splitlines()[0]})")
 
 # %% [markdown]
