@@ -1,7 +1,10 @@
 import subprocess
 import sys
 
+import pytest
+
 from sie3d.cli import COMMANDS, main
+from sie3d.weights import is_available
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -55,3 +58,11 @@ def test_a_command_without_its_module_says_which_issue_delivers_it(capsys, monke
     monkeypatch.setitem(COMMANDS, "teleport", ("move an avatar elsewhere", "issue 99"))
     assert main(["teleport"]) == 2
     assert "sie3d teleport: not implemented yet; it is delivered by issue 99" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (is_available("viewer-three") and is_available("viewer-spark")),
+                    reason="viewer scripts not cached: sie3d weights download --offline-set")
+def test_bench_cli_times_help_and_view(capsys):
+    assert main(["bench", "cli", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "load average" in out and "\nhelp " in out and "\nview " in out
