@@ -2,12 +2,15 @@
 
 A subcommand whose module is not there yet is listed with the issue that adds it and exits 2;
 none pretends to work. Errors the user can fix are printed as one line (exit 1), never a traceback.
+Only the chosen subcommand's module is imported: the top-level parser (``--help``, ``--version``) is
+built from :data:`COMMANDS` alone, so it answers without torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from . import __version__
@@ -30,27 +33,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _load(name: str):
-    try:
-        return importlib.import_module(f"sie3d.commands.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"sie3d.commands.{name}":
-            return None
-        raise
+def _chosen(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv``: its first word that is not an option (the top-level options
+    take no value), or None."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``sie3d`` parser; only ``command``'s module is imported and adds its arguments, the other
+    subcommands are listed with their help line."""
     parser = argparse.ArgumentParser(prog="sie3d", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"sie3d {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, issue) in COMMANDS.items():
-        module = _load(name)
-        if module is None:
+        if importlib.util.find_spec(f"sie3d.commands.{name}") is None:
             p = sub.add_parser(name, help=f"[not implemented yet: {issue}] {help_text}")
             p.set_defaults(_run=lambda args, n=name, i=issue: _not_implemented(n, i))
-        else:
+        elif name == command:
+            module = importlib.import_module(f"sie3d.commands.{name}")
             p = module.add_parser(sub, name, help_text)
             p.set_defaults(_run=module.run)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
@@ -60,7 +64,8 @@ def _not_implemented(name: str, issue: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_chosen(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -27,12 +27,13 @@ import time
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from .config import Config, ConfigError, config_from_dict, read_params_file, save_config
 from .runtime import git_revision, now_utc as _now, package_versions, write_json_atomic
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.json"
@@ -140,6 +141,8 @@ class RunDir:
     @classmethod
     def create(cls, path: str | Path, config: Config, device: torch.device | str = "cpu",
                extra: dict[str, Any] | None = None) -> "RunDir":
+        import torch
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_config(config, path / CONFIG_FILE)

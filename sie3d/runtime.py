@@ -11,10 +11,10 @@ import random
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 #: packages whose versions every manifest records (missing ones are recorded as null)
@@ -30,6 +30,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
 
     Returns a CPU ``torch.Generator`` seeded with ``seed`` for code that wants its own stream.
     """
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -40,6 +43,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU. Asking for CUDA without one is an error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -52,6 +57,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def diffusion_dtype(device: torch.device, half_precision: bool) -> torch.dtype:
     """UNet dtype: fp16 only when asked for and on CUDA (CPU fp16 convs are slow or missing)."""
+    import torch
+
     return torch.float16 if (half_precision and device.type == "cuda") else torch.float32
 
 

@@ -17,8 +17,6 @@ from ..run_dir import AVATAR_PLY as RUN_PLY, AVATAR_SPZ as RUN_SPZ, CONFIG_FILE 
     TURNTABLE_GIF as RUN_TURNTABLE
 from ..config import CameraConfig, config_from_dict, read_params_file
 from ..render.web_viewer import AVATARS, iframe_html, viewer_query
-from .ply import load_ply
-from .spz import save_spz
 
 #: the viewer folder inside the book sources (``html_extra_path: [_extra]`` in book/_config.yml)
 BOOK_VIEWER = Path("_extra") / "sie3d-viewer"
@@ -40,6 +38,9 @@ def export_spz(source: str | Path, dest: str | Path) -> Path:
     if source.suffix.lower() == ".spz":
         shutil.copyfile(source, dest)
     elif source.suffix.lower() == ".ply":
+        from .ply import load_ply  # torch: only a .ply needs converting
+        from .spz import save_spz
+
         save_spz(load_ply(source), dest)
     else:
         raise ValueError(f"{source}: expected a run directory, a .ply or an .spz file")

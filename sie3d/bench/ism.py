@@ -12,8 +12,6 @@ from __future__ import annotations
 import statistics
 import time
 
-import torch
-
 #: latent size used with the tiny prior unless --latent-resolution says otherwise (quick preset's value)
 TINY_LATENT_RESOLUTION = 8
 
@@ -35,6 +33,8 @@ def add_arguments(parser) -> None:
 
 
 def _timed_steps(guidance, conditioning, images, azimuths, steps: int, seed: int):
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     times, evals, ts = [], [], []
     for iteration in range(-2, steps):  # two untimed warm-up steps
@@ -62,6 +62,8 @@ def expected_unet_calls(ism) -> float:
 
 def run(args) -> int:
     import dataclasses
+
+    import torch
 
     from ..config_args import config_from_args
     from ..diffusion.conditioning import build_conditioning
