@@ -189,6 +189,7 @@ def _generate(photos, config: Config, out: Path, resume: bool, progress: bool, s
         raise
     wall_seconds = time.perf_counter() - start
     summary = summarise(trainer, prepared, export(trainer, out), inputs, wall_seconds, models)
+    summary.expression_match = run.manifest.get("expression_match")  # how the request's text was matched
     write_summary(out, summary)
     run.finish(status="finished", summary=SUMMARY_FILE)
     distance = summary.frontal.dlib_distance

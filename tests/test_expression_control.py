@@ -15,7 +15,7 @@ from sie3d.commands._common import UserError
 from sie3d.commands.generate import parse_intensities, sweep_record, sweep_run_name
 from sie3d.face.emotion import emotion_loss
 from sie3d.face.expression_text import UnknownExpression, emotion_class, intensity_target, match_words
-from sie3d.run_dir import Summary, read_summary
+from sie3d.run_dir import Summary, read_summary, write_summary
 from sie3d.vocabulary import EMOTIONS
 from sie3d.weights import is_available
 
@@ -223,7 +223,10 @@ def test_intensity_sweep_makes_one_run_per_eta_a_strip_a_video_and_a_table(tmp_p
         (out_dir / "manifest.json").write_text(json.dumps({"status": "finished",
                                                            "params_hash": config.params_hash()}))
         probs = dict(zip(EMOTIONS, [0, 0, 0, eta, 0, 0, 1 - eta]))
-        return Summary.from_dict({"frontal": {"face_found": True, "emotion_fer": probs}, "classifiers_missing": {}})
+        summary = Summary.from_dict({"frontal": {"face_found": True, "emotion_fer": probs}, "classifiers_missing": {},
+                                     "expression_match": kwargs["extra_manifest"]["expression_match"]})
+        write_summary(out_dir, summary)
+        return summary
 
     monkeypatch.setattr(sie3d.generate, "generate", fake_generate)
     out = tmp_path / "sweep"

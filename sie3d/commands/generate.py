@@ -67,16 +67,13 @@ def sweep_run_name(eta: float) -> str:
     return f"eta_{eta:.2f}"
 
 
-def _generate_one(photos, config, out: Path, request, resume: bool, extra_manifest: dict, **options) -> Summary:
-    """One run of :func:`sie3d.generate.generate`, its summary recording how the text was matched."""
+def _generate_one(photos, config, out: Path, resume: bool, extra_manifest: dict, **options) -> Summary:
+    """One run of :func:`sie3d.generate.generate` (``extra_manifest`` carries how the text was matched,
+    which the summary records)."""
     from ..generate import generate
-    from ..run_dir import write_summary
 
-    summary = generate(photos, config, out, resume=resume, progress=sys.stderr.isatty(),
-                       extra_manifest=extra_manifest, **options)
-    summary.expression_match = request.match.as_dict()
-    write_summary(out, summary)
-    return summary
+    return generate(photos, config, out, resume=resume, progress=sys.stderr.isatty(),
+                    extra_manifest=extra_manifest, **options)
 
 
 def _print_identity(summary: Summary, out: Path) -> None:
@@ -100,7 +97,7 @@ def sweep_record(eta: float, run_dir: Path, summary: Summary, emotion: str) -> d
 
 def _sweep_cell(run, config, resume: bool, models, log) -> None:
     """The engine's work for one η of a sweep (:data:`sie3d.batch.engine.RunFn`)."""
-    _generate_one(list(run.person.photos), config, run.run_dir, run.request, resume, run.info(), models=models,
+    _generate_one(list(run.person.photos), config, run.run_dir, resume, run.info(), models=models,
                   log=log)
 
 
@@ -180,7 +177,7 @@ def _run(args, config) -> int:
     try:
         if etas is not None and len(etas) > 1:
             return _sweep(args, request, etas)
-        summary = _generate_one(args.photos, config, Path(args.out), request, args.resume,
+        summary = _generate_one(args.photos, config, Path(args.out), args.resume,
                                 {"expression_match": request.match.as_dict()})
     except KeyboardInterrupt:
         print(f"sie3d generate: interrupted; continue with: sie3d generate ... --out {args.out}"
