@@ -42,14 +42,11 @@ class IsmStep:
 
 
 def apply_speed(prior, encoder_fp32: dict[str, torch.Tensor], setting: dict[str, Any]):
-    """``prior`` with ``setting`` (its VAE encoder first reset to the float32 weights ``encoder_fp32``)."""
-    modules = [prior.vae.encoder] + ([prior.vae.quant_conv] if prior.vae.quant_conv is not None else [])
-    for module in modules:
-        module.to(dtype=torch.float32, memory_format=torch.contiguous_format)
-    prior.vae.load_state_dict(encoder_fp32, strict=False)
-    prior.unet.to(memory_format=torch.contiguous_format)
-    prior.vae_dtype, prior.channels_last, prior.graphed_unet = torch.float32, False, None
-    return prior.set_speed(**setting)
+    """``prior`` with ``setting``, its VAE encoder's weights first put back to ``encoder_fp32`` (a cast
+    to bf16 and back would keep bf16's rounding)."""
+    prior.set_speed(**setting)
+    prior.vae.load_state_dict(encoder_fp32, strict=False)  # copied into the encoder's current dtype
+    return prior
 
 
 def encoder_weights(prior) -> dict[str, torch.Tensor]:

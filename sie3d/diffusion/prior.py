@@ -193,7 +193,8 @@ class DiffusionPrior:
 
     def set_speed(self, vae_precision: str = "fp32", cuda_graphs: bool = False,
                   channels_last: bool = False) -> "DiffusionPrior":
-        """CUDA-only speed options (on the CPU nothing changes; see the module docstring).
+        """CUDA-only speed options (on the CPU nothing changes; see the module docstring). Each call sets
+        all three; the encoder's weights are cast, so going back to fp32 keeps the rounding.
 
         Args:
             vae_precision: a :data:`VAE_PRECISIONS` name; the encoder's weights and activations (so its
@@ -212,9 +213,9 @@ class DiffusionPrior:
         for module in encoder:
             module.to(dtype=self.vae_dtype)
         self.channels_last = channels_last
-        if channels_last:
-            for module in (self.unet, *encoder):
-                module.to(memory_format=torch.channels_last)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        for module in (self.unet, *encoder):
+            module.to(memory_format=layout)
         self.graphed_unet = GraphedCall(self._unet_pass) if cuda_graphs else None
         return self
 
