@@ -42,6 +42,7 @@ def test_generate_changes_the_expression_and_keeps_the_identity(tmp_path, photo,
     summary = read_summary(out)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "finished"
+    assert summary.expression_match["emotion"] == expression  # how the CLI matched the text, recorded once
     final, start = summary.frontal, summary.frontal_photo_expression
     assert final.face_found and final.dlib_distance < 0.6
     before, after = start.landmarks, final.landmarks
