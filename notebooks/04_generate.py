@@ -189,6 +189,17 @@ for clf, message in next(iter(runs.values()))[1].classifiers_missing.items():
     print(f"{clf}: not cached here, column left empty ({message.splitlines()[0]})")
 
 # %% [markdown]
+# **The FACS prototype.** Offline, a target expression starts from a hand-written *prototype*: the
+# blendshapes of the built-in head that Ekman & Friesen's Facial Action Coding System (FACS) prototypes
+# name for that emotion, at full intensity (`sie3d.avatar.template.EXPRESSION_PROTOTYPES`; surprise is
+# AU1+2 inner and outer brow raise, AU5 upper lid raise, AU26 jaw drop, here brow raise 1.0, eyes wide
+# 0.6, mouth open 0.8). With `loss.lambda_expression_prior` on (the quick preset), from the first step the
+# target's blendshapes are held at least at η × the prototype and the others pulled to zero; the emotion
+# loss moves them from there. The prototype stands in for the paper's text-conditioned Arc2Face prior,
+# which offline cannot carry an expression; page 05 ("Who makes the offline expression") shows the two
+# parts separately.
+
+# %% [markdown]
 # Each run's final render against its render at the photo's expression (same colours, same camera,
 # only the coefficients differ), checked against how a person would describe the target: **neutral**
 # from a smiling photo flattens the mouth (corner lift and opening fall), **surprise** opens the mouth

@@ -29,7 +29,7 @@ import torch
 
 from .avatar.expression_fit import ExpressionFit
 from .avatar.gaussians import MeshGaussians
-from .avatar.person_fit import expression_free_appearance, fit_template_shape, person_colours
+from .avatar.person_fit import expression_free_appearance, fit_template_shape, hair_region, person_colours
 from .avatar.reference_view import (FIT_RESOLUTION, ReferenceView, align_reference_view, fit_reference,
                                     paint_from_reference, scaled_matrix)
 from .avatar.template import HeadTemplate
@@ -114,6 +114,10 @@ class PreparedSubject:
         appearance: ``[H, W, 3]`` uint8, the photo the colours are painted from and the reference view
             shows (the photo without its expression's marks with ``models.expression_free_appearance``).
         person: diagnostics of the person fit (shape: width scale, landmark RMS; colours: skin, hair).
+        head: ``[H, W]`` bool (photo pixels), what of the head the photo shows is painted onto the
+            avatar beside the template's face region: the photo's hair (fringe included,
+            :func:`~sie3d.avatar.person_fit.hair_region`) with ``models.person_colours``, else the
+            whole head; ``None`` without the person fit.
     """
 
     subject: Subject
@@ -125,6 +129,7 @@ class PreparedSubject:
     face_box: torch.Tensor
     appearance: np.ndarray
     person: dict = field(default_factory=dict)
+    head: np.ndarray | None = None
 
     @property
     def photo(self) -> np.ndarray:
@@ -147,11 +152,11 @@ def prepare_subject(subject: Subject, config: Config, device: torch.device,
     frontal = frontal_camera(config.cameras, frontal_resolution).to(device)
     landmarks = landmarks_68(subject.photo, subject.face, config.models.landmarks)
     fit = reference = None
-    appearance, person = subject.photo, {}
+    appearance, person, head = subject.photo, {}, None
     models = config.models
     if config.loss.lambda_ref > 0 or models.person_shape or models.person_colours or models.expression_free_appearance:
         fit = fit_reference(landmarks, template, config.cameras)  # what the person fit and the reference view align
-        template, fit, appearance, person = _person_fit(subject, template, fit, landmarks, config)
+        template, fit, appearance, person, head = _person_fit(subject, template, fit, landmarks, config)
     if config.loss.lambda_ref > 0:
         reference = align_reference_view(appearance, fit, template.to(device), frontal).to(device)
     template = template.to(device)
@@ -159,46 +164,52 @@ def prepare_subject(subject: Subject, config: Config, device: torch.device,
                         else torch.zeros(len(template.expression_names), device=device))
     face_box = classifier_box(template, frontal, subject.face, fit, config.models.emotion_crop_margin)
     return PreparedSubject(subject, template, frontal, fit, reference, photo_expression, face_box, appearance,
-                           person)
+                           person, head)
 
 
 def initial_avatar(prepared: PreparedSubject, config: Config, device: torch.device) -> MeshGaussians:
     """The Gaussians the trainer starts from: bound to ``prepared.template`` (``config.gaussians``), with
-    the colours of those the frontal camera sees in the face region painted from ``prepared.appearance``
-    at the photo's own expression (:func:`~sie3d.avatar.reference_view.paint_from_reference`; only with a
+    the colours of those the frontal camera sees in the face region and the photo's head
+    (``prepared.head``) painted from ``prepared.appearance`` at the photo's own expression (:func:`~sie3d.avatar.reference_view.paint_from_reference`; only with a
     photo fit, see :attr:`PreparedSubject.fit`)."""
     gaussians = MeshGaussians(prepared.template, config.gaussians).to(device)
     if prepared.fit is not None:
         paint_from_reference(gaussians, prepared.appearance, prepared.fit, prepared.template,
-                             frontal_camera(config.cameras, FIT_RESOLUTION), backend=config.render.backend)
+                             frontal_camera(config.cameras, FIT_RESOLUTION), region=prepared.head,
+                             backend=config.render.backend)
     return gaussians
 
 
 def _person_fit(subject: Subject, template: HeadTemplate, fit: ExpressionFit, landmarks: np.ndarray,
-                config: Config) -> tuple[HeadTemplate, ExpressionFit, np.ndarray, dict]:
+                config: Config) -> tuple[HeadTemplate, ExpressionFit, np.ndarray, dict, np.ndarray | None]:
     """The template shaped and coloured like the person, the expression re-fitted to the new shape,
-    and the appearance photo (see :class:`PreparedSubject`)."""
+    the appearance photo and the photo's head mask (see :class:`PreparedSubject`)."""
     models = config.models
     if not (models.person_shape or models.person_colours or models.expression_free_appearance):
-        return template, fit, subject.photo, {}
+        return template, fit, subject.photo, {}, None
     import cv2
 
-    from .face.mediapipe_models import face_mesh, hair_mask
+    from .face.mediapipe_models import face_mesh, hair_mask, head_mask
 
     mesh = face_mesh(subject.photo, subject.face)
+    head = head_mask(subject.photo, mesh)
     person: dict = {"mesh_presence": mesh.presence}
     if models.person_shape:
         template, person["shape"] = fit_template_shape(template, mesh.points, fit.coefficients)
         fit = fit_reference(landmarks, template, config.cameras)
     if models.person_colours:
         camera = frontal_camera(config.cameras, FIT_RESOLUTION)
+        hair = hair_mask(subject.photo, mesh)
         template, person["colours"] = person_colours(
-            template, subject.photo, mesh.points, hair_mask(subject.photo, mesh),
-            cv2.invertAffineTransform(fit.matrix), camera, fit.coefficients)
+            template, subject.photo, mesh.points, hair,
+            cv2.invertAffineTransform(fit.matrix), camera, fit.coefficients, head=head)
+        if person["colours"]["hair"] is not None:  # outside the face region only the photo's hair is painted
+            head = hair_region(subject.photo, hair, head, np.array(person["colours"]["skin"]),
+                               np.array(person["colours"]["hair"]))
     appearance = subject.photo
     if models.expression_free_appearance:
         appearance, person["appearance"] = expression_free_appearance(subject.photo, mesh.points)
-    return template, fit, appearance, person
+    return template, fit, appearance, person, head
 
 
 def classifier_box(template: HeadTemplate, frontal: Cameras, face: Face, fit: ExpressionFit | None,

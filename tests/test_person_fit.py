@@ -155,3 +155,31 @@ def test_painting_skips_what_the_photo_cannot_see_behind_closed_lips(astronaut_f
     (count, cavity_green, skin_green), (count_all, cavity_green_all, _) = painted[0.06], painted[float("inf")]
     assert cavity_green == 0 < cavity_green_all  # the depth test is what keeps the cavity dark
     assert skin_green > 1000 and count_all - count < 0.1 * count_all  # and it spares the visible face
+
+
+@needs_models
+def test_initial_avatar_has_no_hairline_seam_and_no_skin_patch_by_the_ears():
+    """The astronaut's painted avatar: the Gaussians on the ears and in the band just above the template's
+    face region (where her fringe is) are hair-coloured, not left at the template's skin; the painting
+    once stopped across the forehead (a dark seam over a skin band) and read the ears from the cheek
+    in front of them (a skin patch by each ear)."""
+    from sie3d.subject import initial_avatar, make_subject, prepare_subject
+
+    config = load_config("params/quick.yaml")
+    device = torch.device("cpu")
+    with pytest.warns(Warning):  # the suit's second "face"
+        subject = make_subject([skimage.data.astronaut()], config.models, ["astronaut"])
+    prepared = prepare_subject(subject, config, device)
+    gaussians = initial_avatar(prepared, config, device)
+    colours = torch.sigmoid(gaussians.params["color"].detach()).numpy()
+    template = prepared.template
+    centre = gaussians.anchor_positions(template.vertices).detach().numpy()  # [N, 3] rest positions
+    x, y, z = centre.T
+    skin, hair = (np.array(prepared.person["colours"][k]) for k in ("skin", "hair"))
+    skin_like = np.linalg.norm(colours - skin, axis=-1) < np.linalg.norm(colours - hair, axis=-1)
+    ears = (np.abs(x) > 0.55) & (y > -0.35) & (y < 0.15) & (z > -0.3) & (z < 0.15)
+    top = template.vertices[template.face_region].numpy()[:, 1].max()
+    band = (y > top) & (y < top + 0.12) & (z > 0.3) & (np.abs(x) < 0.3)  # above the face region, in front
+    assert ears.sum() > 100 and band.sum() > 50
+    assert skin_like[ears].mean() < 0.02
+    assert skin_like[band].mean() < 0.1

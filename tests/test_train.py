@@ -193,3 +193,20 @@ def test_expression_prior_pulls_unused_blendshapes_to_zero_and_floors_used_ones_
     assert float(value.detach()) == pytest.approx(1.0 + 0.25)
     value.backward()
     assert torch.allclose(coefficients.grad, torch.tensor([2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("overrides, floored", [(["loss.lambda_emotion=0"], True),
+                                                (["loss.lambda_expression_prior=0"], False)])
+def test_the_prototype_floor_is_its_own_part_of_the_expression(tmp_path, repo_root_module, subject, overrides,
+                                                               floored):
+    """Without the emotion loss the FACS prototype floor still lifts the target's blendshapes (and nothing
+    else moves them); without the floor the first step leaves them below it."""
+    from sie3d.avatar.template import EXPRESSION_PROTOTYPES
+
+    trainer = _trainer(repo_root_module, subject, tmp_path, ["conditioning.expression=surprise",
+                                                             "conditioning.eta_expr=0.5", *overrides])
+    assert (trainer.classifier is None) == floored
+    trainer.step(0)
+    after = dict(zip(trainer.template.expression_names, trainer.expression.detach().tolist()))
+    lifted = [after[name] >= 0.5 * weight - 1e-6 for name, weight in EXPRESSION_PROTOTYPES["surprise"].items()]
+    assert all(lifted) if floored else not all(lifted)

@@ -15,9 +15,14 @@
   darkened, so that closing the jaw leaves a lip seam and opening it a dark mouth. Eyes, brows, nose,
   hair and the skin's tone stay the person's. The expression is then made by the geometry alone.
 * :func:`person_colours` -- the template's albedo hint recoloured: skin tone from cheek and
-  forehead patches of the photo, hair colour from the hair mask; a vertex is hair where it projects
-  into the photo's hair (front-facing vertices), else where its mirror image across the face's
-  mid-plane does, else (top, back) where it lies above the lowest hair the photo shows.
+  forehead patches of the photo, hair colour from the hair mask; a vertex the photo sees (facing the
+  camera as the painting requires, :func:`~sie3d.avatar.reference_view.paint_from_reference`) is hair
+  where it projects into the photo's hair, or, outside the template's face region, onto a head pixel
+  nearer the hair colour than the skin colour (a fringe or the hair beside the temples, which the
+  hair mask leaves to the face's hull); an unseen vertex is hair where its mirror image across the
+  face's mid-plane is, else on the front half (temples, beside the face) where the nearest seen vertex
+  is, else (top, back, ears) where it lies above the lowest hair the photo shows. Grazing views are
+  not read: at the side of the face the photo shows the cheek in front, not the ear behind it.
 
 World convention: :mod:`sie3d.render.cameras` (``+y`` up, the face looks along ``+z``, the subject's
 left is ``+x``). MediaPipe's points (x right, y down, z away from the camera, pixels) map to
@@ -187,13 +192,38 @@ def _patch_colour(photo: np.ndarray, centres: np.ndarray, radius: int) -> np.nda
     return np.median(np.concatenate(pixels), axis=0) / 255.0
 
 
+def hair_region(photo: np.ndarray, hair: np.ndarray, head: np.ndarray, skin: np.ndarray,
+                hair_colour: np.ndarray) -> np.ndarray:
+    """``[H, W]`` bool: the hair mask, plus the head pixels nearer ``hair_colour`` than ``skin`` (``[3]``
+    in [0, 1] each): the fringe and the hair beside the temples that the hair mask leaves to the face."""
+    pixel = photo.astype(np.float64) / 255.0
+    nearer = np.linalg.norm(pixel - hair_colour, axis=-1) < np.linalg.norm(pixel - skin, axis=-1)
+    return hair | (head & nearer)
+
+
+def hidden_vertices(pixels: np.ndarray, depth: np.ndarray, cell: float, tolerance: float) -> np.ndarray:
+    """``[V]`` bool: the vertices more than ``tolerance`` (world units) behind the nearest vertex that
+    projects into the same square of ``cell`` pixels (a vertex z-buffer; ``pixels`` ``[V, 2]`` the
+    vertices' projections, ``depth`` ``[V]`` their camera depths)."""
+    keys = np.floor(pixels / cell).astype(np.int64)
+    _, cells = np.unique(keys, axis=0, return_inverse=True)
+    cells = cells.reshape(-1)
+    nearest = np.full(cells.max() + 1, np.inf)
+    np.minimum.at(nearest, cells, depth)
+    return depth > nearest[cells] + tolerance
+
+
 def person_colours(template: HeadTemplate, photo: np.ndarray, mesh_points: np.ndarray, hair: np.ndarray,
                    render_to_photo: np.ndarray, camera, expression: torch.Tensor | None = None,
+                   head: np.ndarray | None = None, min_facing: float = 0.3,
                    base_skin: tuple[float, float, float] = (0.80, 0.66, 0.58)) -> tuple[HeadTemplate, dict]:
     """The template with its albedo hint in the person's skin and hair colours (module docstring).
 
     Args:
         photo: ``[H, W, 3]`` uint8; mesh_points: ``[468, 3]``; hair: ``[H, W]`` bool hair mask.
+        head: ``[H, W]`` bool, the head the photo shows (:func:`sie3d.face.mediapipe_models.head_mask`);
+            None: only the hair mask marks hair.
+        min_facing: a vertex is seen where the cosine of its normal to the camera exceeds this.
         render_to_photo: ``[2, 3]`` affine, ``camera`` pixels -> photo pixels.
         camera: the frontal camera (one) the template is aligned to the photo in.
         base_skin: the template's own skin hint, shifted to the photo's skin tone.
@@ -223,20 +253,32 @@ def person_colours(template: HeadTemplate, photo: np.ndarray, mesh_points: np.nd
     centre = camera.centers[0].cpu().numpy()
     normals = vertex_normals(vertices, template.faces.cpu()).numpy()
     to_camera = centre - vertices.numpy()
-    facing = (normals * to_camera).sum(-1) / np.linalg.norm(to_camera, axis=-1) > 0.15
+    facing = (normals * to_camera).sum(-1) / np.linalg.norm(to_camera, axis=-1) > min_facing
+    region = template.face_region.cpu().numpy()
     in_hair = inside & hair[rows, cols]
-    seen = facing & inside
+    if head is not None:  # hair-coloured head pixels outside the face region: a fringe, the temples' hair
+        in_hair |= inside & ~region & hair_region(photo, hair, head, skin, hair_colour)[rows, cols]
+    view = camera.viewmats[0].cpu().numpy()
+    depth = vertices.numpy() @ view[:3, :3].T[:, 2] + view[2, 3]
+    seen = facing & inside & ~hidden_vertices(uv, depth, cell=camera.width / 64, tolerance=0.06)
     is_hair = seen & in_hair
-    # the far side from the near side: mirror across the mid-plane x = 0
     unseen = ~seen
+    points = vertices.numpy()
     if seen.any():
         from scipy.spatial import cKDTree
 
         seen_idx = np.nonzero(seen)[0]
-        distance, k = cKDTree(vertices.numpy()[seen]).query(vertices.numpy() * np.array([-1.0, 1.0, 1.0]))
-        mirror_ok = ~seen & (distance < 0.05)
+        tree = cKDTree(points[seen])
+        # the far side from the near side: mirror across the mid-plane x = 0
+        distance, k = tree.query(points * np.array([-1.0, 1.0, 1.0]))
+        mirror_ok = unseen & (distance < 0.05)
         is_hair |= mirror_ok & in_hair[seen_idx[k]]
         unseen &= ~mirror_ok
+        # beside the face (front half): as the nearest seen vertex
+        beside = unseen & (points[:, 2] >= 0.35)
+        _, k = tree.query(points[beside])
+        is_hair[beside] = is_hair[seen_idx[k]]
+        unseen &= ~beside
     # the lowest hair the photo shows, as a world height at the head's depth (the frontal camera
     # looks at the origin along -z from distance |centre|)
     photo_to_render = np.linalg.inv(np.vstack([render_to_photo, [0, 0, 1]]))[:2]
@@ -244,8 +286,7 @@ def person_colours(template: HeadTemplate, photo: np.ndarray, mesh_points: np.nd
     lowest_render = (np.stack([hair_cols, hair_rows], -1) @ photo_to_render[:, :2].T + photo_to_render[:, 2])[:, 1].max()
     K = camera.Ks[0].cpu().numpy()
     lowest = -(lowest_render - K[1, 2]) / K[1, 1] * float(np.linalg.norm(centre))
-    region = template.face_region.cpu().numpy()
-    is_hair |= unseen & (vertices.numpy()[:, 1] >= lowest) & (vertices.numpy()[:, 2] < 0.35) & ~region
+    is_hair |= unseen & (points[:, 1] >= lowest) & ~region
     colours[torch.from_numpy(is_hair)] = torch.as_tensor(hair_colour, dtype=colours.dtype, device=colours.device)
     info.update(hair=hair_colour.tolist(), hair_vertices=int(is_hair.sum()), hair_lowest_y=float(lowest))
     return replace(template, init_colors=colours), info

@@ -93,10 +93,15 @@ def reference_view_loss(rgb: torch.Tensor, reference: ReferenceView) -> torch.Te
 
 @torch.no_grad()
 def paint_from_reference(gaussians, photo: np.ndarray, fit: ExpressionFit, template, camera: Cameras,
-                         min_facing: float = 0.3, occlusion_tolerance: float = 0.06, backend: str = "auto") -> int:
-    """Initialise the colours of the Gaussians that the frontal camera sees inside the face region
-    from the aligned photo (bilinear lookup at their projected centres on the mesh deformed by the
-    photo's expression); ``camera`` is a frontal camera, the larger the finer the lookup.
+                         region: np.ndarray | None = None, min_facing: float = 0.3, occlusion_tolerance: float = 0.06,
+                         backend: str = "auto") -> int:
+    """Initialise the colours of the Gaussians that the frontal camera sees inside the face region, or
+    inside ``region`` (``[H, W]`` bool, photo pixels: the head the photo shows, face, fringe and hair,
+    :func:`sie3d.face.mediapipe_models.head_mask`), from the aligned photo (bilinear lookup at their
+    projected centres on the mesh deformed by the photo's expression); ``camera`` is a frontal camera,
+    the larger the finer the lookup. The template's face region alone ends across the forehead, where
+    a fringe would be cut into a dark seam over an unpainted band; ``region`` carries the painting on
+    to the photo's own hairline and hair.
 
     Only Gaussians whose face normal points towards the camera (cosine > ``min_facing``) are painted,
     so the photo is not smeared over the sides of the head, and only those in front: a Gaussian more
@@ -108,6 +113,10 @@ def paint_from_reference(gaussians, photo: np.ndarray, fit: ExpressionFit, templ
     device = gaussians.params["color"].device
     camera = camera.to(device)
     reference = align_reference_view(photo, fit, template, camera)
+    mask = reference.mask[..., 0].numpy().astype(bool)
+    if region is not None:
+        mask |= cv2.warpAffine(region.astype(np.uint8), reference.matrix, (camera.width, camera.height),
+                               flags=cv2.INTER_NEAREST, borderValue=0).astype(bool)
     vertices = template.deform(fit.coefficients.to(device))
     splats = gaussians.to_world(vertices)
     means = splats.means
@@ -119,7 +128,7 @@ def paint_from_reference(gaussians, photo: np.ndarray, fit: ExpressionFit, templ
     size = torch.tensor([camera.width, camera.height], device=device, dtype=uv.dtype)
     grid = (uv / size * 2 - 1)[None, None]  # [1, 1, N, 2] for grid_sample (align_corners=False)
     image = reference.image.to(device).permute(2, 0, 1)[None]
-    mask = reference.mask.to(device).permute(2, 0, 1)[None]
+    mask = torch.from_numpy(mask).to(device, torch.float32)[None, None]
     colors = F.grid_sample(image, grid, align_corners=False)[0, :, 0].T  # [N, 3]
     inside = F.grid_sample(mask, grid, mode="nearest", align_corners=False)[0, 0, 0] > 0.5
     depth = (means @ camera.viewmats[0, :3, :3].T + camera.viewmats[0, :3, 3])[:, 2]

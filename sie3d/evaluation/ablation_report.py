@@ -17,7 +17,8 @@ import numpy as np
 
 from ..run_dir import Summary
 from .paper_tables import markdown_table
-from .report import fmt, load_render
+from ..avatar.template import EXPRESSION_PROTOTYPES
+from .report import EXPECTED_MOVES, fmt, load_render
 
 
 def metrics_table(evaluation: Mapping[str, Any], labels: Mapping[str, str], loss_classifier: str,
@@ -128,3 +129,27 @@ def ablation_highlights(evaluation: Mapping[str, Any], labels: Mapping[str, str]
     lines.append("held-out NPS: " + (f"full {held_out[0]:.3f}, without the loss {held_out[1]:.3f}"
                                      if None not in held_out else "not available here (see the notes)"))
     return lines
+
+
+def expression_parts_table(summaries: Mapping[str, Summary], labels: Mapping[str, str],
+                           classifiers: Sequence[str]) -> str:
+    """Markdown, one row per part of the offline expression (``summaries`` by ablation, ``labels`` by
+    ablation): each classifier's p(target) on the frontal render at the photo's expression → the final
+    one, the expected landmark moves (:data:`sie3d.evaluation.report.EXPECTED_MOVES`, inter-ocular units)
+    over the same two renders, and the final blendshape coefficients the target's prototype uses."""
+    rows = []
+    for name, summary in summaries.items():
+        target, before, after = summary.expression, summary.frontal_photo_expression, summary.frontal
+        cells = [labels[name]]
+        for classifier in classifiers:
+            p = [r.emotions.get(classifier, {}).get(target) for r in (before, after)]
+            cells.append(f"{fmt(p[0])} → {fmt(p[1])}")
+        for measure, _ in EXPECTED_MOVES.get(target, ()):
+            found = before.face_found and after.face_found
+            cells.append(f"{after.landmarks[measure] - before.landmarks[measure]:+.3f}" if found else "no face")
+        cells.append(", ".join(f"{k.replace('_', ' ')} {summary.expression_coefficients.get(k, 0.0):.2f}"
+                               for k in EXPRESSION_PROTOTYPES.get(target, {})))
+        rows.append(cells)
+    target = next(iter(summaries.values())).expression
+    moves = [f"Δ {m.replace('_', ' ')}" for m, _ in EXPECTED_MOVES.get(target, ())]
+    return markdown_table(["part", *(f"{c} p({target})" for c in classifiers), *moves, "final blendshapes"], rows)

@@ -26,7 +26,12 @@ ABLATIONS: list[tuple[str, Path | None, str]] = [
     ("sds", ABLATIONS_DIR / "sds.yaml", "SDS instead of ISM"),
     ("released_code_conditioning", ABLATIONS_DIR / "released_code_conditioning.yaml",
      "released-code conditioning (Perp-Neg)"),
+    ("no_expression_prior", ABLATIONS_DIR / "no_expression_prior.yaml", "w/o FACS prototype floor"),
 ]
+#: the paper's Table 2 grid (page 05's main grid); the others decompose the offline expression
+TABLE2_ABLATIONS = ("full", "no_semantic_embedding", "no_emotion_loss", "sds", "released_code_conditioning")
+#: the offline expression taken apart: both parts, the prototype floor only, the emotion loss only
+EXPRESSION_PARTS = {"full": "both", "no_emotion_loss": "FACS prototype only", "no_expression_prior": "emotion loss only"}
 
 
 def ablation_label(name: str) -> str:

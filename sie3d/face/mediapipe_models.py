@@ -13,6 +13,8 @@ Both networks are the ``.tflite`` files inside the ``mediapipe`` 0.10.21 wheel (
 * :func:`hair_mask` -- the person minus the face (the convex hull of the 468 landmarks, grown a
   little) and minus everything below the jaw (halfway from the face's widest row to the chin, which
   keeps the neck out): the hair, as the photo shows it.
+* :func:`head_mask` -- the person above the jaw plus the face's hull: the head as the photo shows it
+  (face, fringe, hair), where the avatar may be painted from the photo.
 """
 
 from __future__ import annotations
@@ -106,6 +108,24 @@ def person_mask(image: np.ndarray) -> np.ndarray:
     return cv2.resize(probability, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
+def _face_hull(shape: tuple[int, int], mesh: FaceMesh, grow: float) -> np.ndarray:
+    """``[H, W]`` bool: the convex hull of the 468 landmarks, dilated by ``grow`` × its width."""
+    hull = cv2.convexHull(mesh.points[:, :2].astype(np.float32)).astype(np.int32)
+    face = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(face, hull, 1)
+    radius = int(round(grow * float(np.ptp(mesh.points[:, 0]))))
+    if radius > 0:
+        face = cv2.dilate(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    return face.astype(bool)
+
+
+def _above_jaw(shape: tuple[int, int], mesh: FaceMesh) -> np.ndarray:
+    """``[H, W]`` bool: the rows above halfway from the face's widest row to the chin."""
+    widest = float(mesh.points[[mesh.points[:, 0].argmin(), mesh.points[:, 0].argmax()], 1].mean())
+    jaw = (widest + float(mesh.points[:, 1].max())) / 2
+    return np.broadcast_to(np.arange(shape[0])[:, None] <= jaw, shape)
+
+
 def hair_mask(image: np.ndarray, mesh: FaceMesh, threshold: float = 0.5, grow: float = 0.04) -> np.ndarray:
     """``[H, W]`` bool: person pixels outside the face hull and above the chin.
 
@@ -113,16 +133,13 @@ def hair_mask(image: np.ndarray, mesh: FaceMesh, threshold: float = 0.5, grow: f
         grow: the face hull is dilated by this fraction of its width (keeps skin at its rim out).
     """
     person = person_mask(image) > threshold
-    hull = cv2.convexHull(mesh.points[:, :2].astype(np.float32)).astype(np.int32)
-    face = np.zeros(person.shape, np.uint8)
-    cv2.fillConvexPoly(face, hull, 1)
-    width = float(np.ptp(mesh.points[:, 0]))
-    radius = max(1, int(round(grow * width)))
-    face = cv2.dilate(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
-    widest = float(mesh.points[[mesh.points[:, 0].argmin(), mesh.points[:, 0].argmax()], 1].mean())
-    jaw = (widest + float(mesh.points[:, 1].max())) / 2
-    rows = np.arange(person.shape[0])[:, None] <= jaw
-    return person & (face == 0) & rows
+    return person & ~_face_hull(person.shape, mesh, grow) & _above_jaw(person.shape, mesh)
+
+
+def head_mask(image: np.ndarray, mesh: FaceMesh, threshold: float = 0.5) -> np.ndarray:
+    """``[H, W]`` bool: person pixels above the jaw, and the face's hull (see the module docstring)."""
+    person = person_mask(image) > threshold
+    return person & (_above_jaw(person.shape, mesh) | _face_hull(person.shape, mesh, 0.0))
 
 
 def landmark_mask(shape: tuple[int, int], points: np.ndarray, indices: tuple[int, ...],

@@ -107,20 +107,20 @@ class AvatarTrainer:
             self.conditioning = build_conditioning(prior, identity, config.conditioning)
             self.guidance = make_guidance(prior, config.guidance, config.conditioning)
 
-        self.classifier = self.prior_floor = None
+        self.classifier = self.prior_floor = self.prior_used = None
+        self.target_emotion = emotion_index(emotion_class(config.conditioning))
+        # η (eq 6) on the expression route, where the offline prior cannot carry it: the loss's target
+        # distribution is η·onehot(class) + (1 − η)·onehot(neutral); the paper's route keeps eq 8's one-hot
+        eta = config.conditioning.eta_expr if loss_cfg.emotion_moves == "expression" else 1.0
         if loss_cfg.lambda_emotion > 0:
             self.classifier = load_emotion_classifier(config.models.emotion_loss_classifier, device)
-            self.target_emotion = emotion_index(emotion_class(config.conditioning))
-            # η (eq 6) on the expression route, where the offline prior cannot carry it: the loss's target
-            # distribution is η·onehot(class) + (1 − η)·onehot(neutral); the paper's route keeps eq 8's one-hot
-            eta = config.conditioning.eta_expr if loss_cfg.emotion_moves == "expression" else 1.0
             self.emotion_target = intensity_target(self.target_emotion, eta).to(device)  # [7]
+        if loss_cfg.lambda_expression_prior > 0:
             # the target's own expression at least at η × its FACS prototype (a projection after each
-            # step: fer alone may undo a jaw drop), every other blendshape pulled to zero by the loss
-            floor, self.prior_used = (t.to(device) for t in expression_prior_target(
+            # step: fer alone may undo a jaw drop), every other blendshape pulled to zero by the loss; on
+            # with or without the emotion loss (it stands in for the text-conditioned prior)
+            self.prior_floor, self.prior_used = (t.to(device) for t in expression_prior_target(
                 self.template.expression_names, EMOTIONS[self.target_emotion], eta))
-            if loss_cfg.lambda_expression_prior > 0:
-                self.prior_floor = floor
         self.reference = prepared.reference
         self.photo_expression = prepared.photo_expression
         self.face_box = prepared.face_box.to(device)  # [4], read by every emotion step
@@ -212,7 +212,7 @@ class AvatarTrainer:
             losses["ref"] = reference_view_loss(front.rgb[0], self.reference)
             timings["reference"] = time.perf_counter() - tick
 
-        if self.classifier is not None and cfg.loss.lambda_expression_prior > 0:
+        if self.prior_used is not None:
             losses["expression_prior"] = loss_expression_prior(self.expression, self.prior_used)
         if self.classifier is not None and iteration % cfg.train.emotion_every == 0:
             tick = time.perf_counter()
