@@ -95,7 +95,8 @@ present = [spec.name for spec in REGISTRY.values() if is_available(spec.name)]
 absent = [spec.name for spec in REGISTRY.values() if not is_available(spec.name)]
 display(Markdown(markdown_table(["on this machine", "count", "registry names"],
                                 [["present", len(present), ", ".join(present) or "none"],
-                                 ["absent (needs `sie3d weights download`)", len(absent), ", ".join(absent) or "none"]])))
+                                 ["absent (needs `sie3d weights download`)", len(absent),
+                                  ", ".join(absent) or "none"]])))
 
 # %% [markdown]
 # ## Environment

@@ -150,7 +150,8 @@ centred = cosine_similarity_matrix([v - mean_entry for v in entries.values()]).c
 fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
 # the raw panel on its own scale (min … 1): on −1 … 1 every raw cell would be one colour
 for ax, matrix, title, scale in [
-        (axes[0], raw, f"cos(c_i, c_j), scale {float(raw.min()):.4f} … 1", dict(vmin=float(raw.min()), vmax=1.0, cmap="viridis")),
+        (axes[0], raw, f"cos(c_i, c_j), scale {float(raw.min()):.4f} … 1",
+         dict(vmin=float(raw.min()), vmax=1.0, cmap="viridis")),
         (axes[1], centred, "cos(c_i − c̄, c_j − c̄), scale −1 … 1", dict(vmin=-1, vmax=1, cmap="RdBu_r"))]:
     im = ax.imshow(matrix, **scale)
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)

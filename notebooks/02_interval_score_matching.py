@@ -258,7 +258,8 @@ counts = histories["ism"].n_unet_evals
 paper_ism = IntervalScoreMatching(prior, GuidanceConfig())
 print(f"this preset: counted mean {np.mean(counts):.2f} (min {min(counts)}, max {max(counts)}) over "
       f"{len(counts)} steps; expected {expected_unet_calls(ism):.2f}")
-print(f"released-code settings of params/paper.yaml (xs_inv_steps 20): expected {expected_unet_calls(paper_ism):.2f} calls per step")
+print(f"released-code settings of params/paper.yaml (xs_inv_steps 20): expected "
+      f"{expected_unet_calls(paper_ism):.2f} calls per step")
 print(f"measured here: {step_times['ism'] * 1e3:.0f} ms per ISM step, {step_times['sds'] * 1e3:.0f} ms per SDS step "
       f"(batch 1, {size}×{size}, {prior.profile} prior on {device}); `sie3d bench ism` times batch 4")
 fig, ax = plt.subplots(figsize=(5, 3))
