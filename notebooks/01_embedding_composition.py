@@ -131,7 +131,9 @@ fig.savefig(out_dir / "identity_tokens.png", dpi=80, bbox_inches="tight")
 #
 # All entries are blends with $c_{default}$ at $b = 0.9$ or $1-\gamma = 0.8$: the identity dominates
 # every one of them, so their raw cosine similarities are all close to 1 (left, coloured on its own
-# scale from the smallest value to 1: brighter pairs share more of their text). What tells the
+# scale from the smallest value to 1). Even so two blocks show: the three view entries (10 % text)
+# are close to each other and farther from the expression and accessory entries (20 % text), which
+# are close among themselves. What tells the
 # entries apart is small: centred on the dictionary's mean $\bar c$, the differences
 # $c_i - \bar c = \gamma\,(E_{SD}(\text{text}_i) - \overline{E_{SD}})$ (for same-γ entries) show how the
 # words relate (right). With the tiny profile that structure only reflects shared tokens

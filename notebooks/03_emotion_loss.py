@@ -287,16 +287,16 @@ rows = []
 for label, image in [("photo", photo)] + [(f"→ {t}", as_photo(r.image)) for t, r in results.items()]:
     row = {"image": label}
     own = classify_face(loss_classifier, image, face.box, margin)
-    row["NPS loss clf"] = -np.log(max(own["neutral"], 1e-7))
-    row["top loss clf"] = max(own, key=own.get)
+    row[f"NPS {loss_classifier.name} (loss)"] = -np.log(max(own["neutral"], 1e-7))
+    row[f"top {loss_classifier.name} (loss)"] = max(own, key=own.get)
     haar_boxes = detect_faces(image, "haar")
     other = classify_face_original(loss_classifier, image, (haar_boxes[0] if haar_boxes else haar_face).box)
-    row["NPS other preproc"] = -np.log(max(other["neutral"], 1e-7))
-    row["top other preproc"] = max(other, key=other.get)
+    row[f"NPS {loss_classifier.name}, its package's preprocessing"] = -np.log(max(other["neutral"], 1e-7))
+    row[f"top {loss_classifier.name}, its package's preprocessing"] = max(other, key=other.get)
     if held_out:
         judge = classify_face(classifiers[held_out], image, face.box, margin)
-        row[f"NPS {held_out}"] = -np.log(max(judge["neutral"], 1e-7))
-        row[f"top {held_out}"] = max(judge, key=judge.get)
+        row[f"NPS {held_out} (held out)"] = -np.log(max(judge["neutral"], 1e-7))
+        row[f"top {held_out} (held out)"] = max(judge, key=judge.get)
     measures = expression_measures(landmarks_68(image, face))
     row["corner lift"] = measures["mouth_corner_lift"]
     row["mouth open"] = measures["mouth_open"]
