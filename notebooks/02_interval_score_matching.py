@@ -91,12 +91,13 @@ if prior.profile == "tiny":
 # :::{admonition} With a GPU and the real weights
 # :class: tip
 # With `params/paper.yaml` (CUDA, `sie3d weights download --all`) the same cells run Arc2Face's UNet
-# (fp16) on 512×512 images / 64×64 latents: the DDIM path then stays on the manifold of faces of this
-# identity, the decoded $x_s$ and $x_t$ look like progressively noisier versions of the photo, and ISM
-# optimisation moves the face toward Arc2Face's rendition of the identity. SDS at the same
-# $\omega = 1.25$ is expected to over-smooth (SDS is normally run with $\omega$ of 50-100; DreamFusion
-# used 100). Each ISM step costs 2-11 UNet passes at batch 4 plus one at batch 16; the paper's
-# 70 minutes for 5000 iterations on an RTX 4090 is about 0.8 s per iteration, rendering and emotion
+# (fp16) on 512×512 images / 64×64 latents. This page has not been run with the real weights (see the
+# intro's status line), so what follows is expected, not shown: the DDIM path should stay on the
+# manifold of faces of this identity, the decoded $x_s$ and $x_t$ should look like progressively
+# noisier versions of the photo, and ISM optimisation should move the face toward Arc2Face's rendition
+# of the identity. SDS at the same $\omega = 1.25$ is expected to over-smooth (SDS is normally run
+# with $\omega$ of 50-100; DreamFusion used 100). Each ISM step is counted to cost 2-11 UNet passes at
+# batch 4 plus one at batch 16 (the hop grid below); the paper's 70 minutes for 5000 iterations on an RTX 4090 is about 0.8 s per iteration, rendering and emotion
 # loss included. On a CPU the real UNet takes many seconds per pass: use a GPU.
 # :::
 
