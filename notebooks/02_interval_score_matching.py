@@ -97,8 +97,8 @@ if prior.profile == "tiny":
 # noisier versions of the photo, and ISM optimisation should move the face toward Arc2Face's rendition
 # of the identity. SDS at the same $\omega = 1.25$ is expected to over-smooth (SDS is normally run
 # with $\omega$ of 50-100; DreamFusion used 100). Each ISM step is counted to cost 2-11 UNet passes at
-# batch 4 plus one at batch 16 (the hop grid below); the paper's 70 minutes for 5000 iterations on an RTX 4090 is about 0.8 s per iteration, rendering and emotion
-# loss included. On a CPU the real UNet takes many seconds per pass: use a GPU.
+# batch 4 plus one at batch 16 (the hop grid below); the paper's 70 minutes for 5000 iterations on an
+# RTX 4090 is about 0.8 s per iteration, rendering and emotion loss included. On a CPU the real UNet takes many seconds per pass: use a GPU.
 # :::
 
 # %% [markdown]
