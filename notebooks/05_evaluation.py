@@ -130,7 +130,8 @@ print(f"grid done in {time.perf_counter() - start:.0f} s: " + ", ".join(
 # the encoder that conditions the run (dlib's descriptor offline), which is not an independent judge; *NPS* and *accuracy* (top class = the target expression) are computed over the same
 # renders, with the classifier the expression loss optimised and with a held-out one the optimisation
 # never saw. The distribution distance needs at least two embedded images on each side: several
-# identities or a reference set (`--reference DIR`).
+# identities or a reference set (`--reference DIR`); where no group has one, its column is left out
+# and the notes under the table say why. Each column holds one model's numbers, named in its header.
 
 # %% tags=["hide-input"]
 display(Markdown(ablation_report.metrics_table(evaluation, labels, config.models.emotion_loss_classifier,
