@@ -88,6 +88,11 @@ class UnknownExpression(ValueError):
     """Text that names no emotion class confidently; the message is one line listing the classes."""
 
 
+class NegatedExpression(UnknownExpression):
+    """Text whose only emotion words are negated (``"not happy"``): the opposite of a class is no single
+    class. Not for a text-similarity fallback either: CLIP text embeddings do not read negation."""
+
+
 @dataclass(frozen=True)
 class ExpressionMatch:
     """How an expression text was mapped to an emotion class.
@@ -163,7 +168,7 @@ def match_words(text: str) -> ExpressionMatch:
         elif emotion is not None:
             negated.append(f"'{negation} {word}'")
     if not votes and negated:
-        raise UnknownExpression(f"unknown emotion {text.strip()!r}: it negates an emotion ({', '.join(negated)}), "
+        raise NegatedExpression(f"unknown emotion {text.strip()!r}: it negates an emotion ({', '.join(negated)}), "
                                 f"and the opposite of a class is no single class; {classes_hint()}")
     if not votes:
         raise UnknownExpression(f"unknown emotion {text.strip()!r}: none of its words names an emotion class; "
