@@ -123,8 +123,8 @@ for name, classifier in classifiers.items():
     readings[f"{name}: our crop (dlib box)"] = classify_face(classifier, photo, face.box, margin)
     if name in ORIGINAL_PIPELINES:
         readings[f"{name}: original pipeline (Haar box)"] = classify_face_original(classifier, photo, haar_face.box)
-for label, probs in readings.items():
-    print(f"{label:40s} " + "  ".join(f"{k} {v:.3f}" for k, v in probs.items()))
+display(Markdown(markdown_table(["reading", *EMOTIONS], [[label, *(f"{probs[e]:.3f}" for e in EMOTIONS)]
+                                                         for label, probs in readings.items()])))
 
 fig, ax = plt.subplots(figsize=(9, 3))
 bar = 0.8 / len(readings)
