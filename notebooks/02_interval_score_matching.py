@@ -28,10 +28,20 @@
 #   \big(\hat\epsilon(x_t, t, c) - \epsilon_\phi(x_s, s, \varnothing)\big),\qquad
 #   \hat\epsilon = \epsilon_\phi(x_t, t, \varnothing) + \omega\,\text{PerpNeg}\big(\epsilon_\phi(x_t, t, c_k) - \epsilon_\phi(x_t, t, \varnothing)\big).$$
 #
-# Settings (Arc2Avatar): $t \sim U[20, 500)$, $\delta = 50$, hops of 50, at most 20 hops, $\omega = 1.25$,
-# $\lambda = 0.1$, offset noise 0.1. The gradient reaches the image through the VAE encoder.
+# This is the update as LucidDreamer's and Arc2Avatar's code compute it, not eq 1 as the SIE3D paper
+# prints it: $\mathbb{E}_{t,c,\epsilon}[w(t)\,\|\epsilon_\phi(x_t, t, c) - \epsilon_\phi(x_s, s,
+# \theta)\|^2\,\nabla_\theta f(\theta, c)]$. The printed form squares the residual (the update uses
+# it unsquared, as a gradient), conditions the target on $\theta$ (here it is unconditional,
+# $\varnothing$), leaves out classifier-free guidance and Perp-Neg ($\hat\epsilon$ here), and names
+# the weight $w(t)$ without a value (here $\lambda\sqrt{(1-\bar\alpha_t)/\bar\alpha_t}$). The gradient
+# below is taken with respect to the image latent $x_0$; in the avatar it continues through the VAE
+# encoder and the renderer $f$ to the Gaussians $\theta$.
+#
+# Settings (the released Arc2Avatar code; the paper gives none): $t \sim U[20, 500)$, $\delta = 50$,
+# hops of 50, at most 20 hops, $\omega = 1.25$, $\lambda = 0.1$, offset noise 0.1. The gradient
+# reaches the image through the VAE encoder.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 params_file = "../params/quick.yaml"
 extra_params = []
 overrides = []
@@ -81,13 +91,14 @@ if prior.profile == "tiny":
 # :::{admonition} With a GPU and the real weights
 # :class: tip
 # With `params/paper.yaml` (CUDA, `sie3d weights download --all`) the same cells run Arc2Face's UNet
-# (fp16) on 512×512 images / 64×64 latents: the DDIM path then stays on the manifold of faces of this
-# identity, the decoded $x_s$ and $x_t$ look like progressively noisier versions of the photo, and ISM
-# optimisation moves the face toward Arc2Face's rendition of the identity. SDS at the same
-# $\omega = 1.25$ is expected to over-smooth (SDS is normally run with $\omega$ of 50-100; DreamFusion
-# used 100). Each ISM step costs 2-11 UNet passes at batch 4 plus one at batch 16; the paper's
-# 70 minutes for 5000 iterations on an RTX 4090 is about 0.8 s per iteration, rendering and emotion
-# loss included. On a CPU the real UNet takes many seconds per pass: use a GPU.
+# (fp16) on 512×512 images / 64×64 latents. This page has not been run with the real weights (see the
+# intro's status line), so what follows is expected, not shown: the DDIM path should stay on the
+# manifold of faces of this identity, the decoded $x_s$ and $x_t$ should look like progressively
+# noisier versions of the photo, and ISM optimisation should move the face toward Arc2Face's rendition
+# of the identity. SDS at the same $\omega = 1.25$ is expected to over-smooth (SDS is normally run
+# with $\omega$ of 50-100; DreamFusion used 100). Each ISM step is counted to cost 2-11 UNet passes at
+# batch 4 plus one at batch 16 (the hop grid below); the paper's 70 minutes for 5000 iterations on an
+# RTX 4090 is about 0.8 s per iteration, rendering and emotion loss included. On a CPU the real UNet takes many seconds per pass: use a GPU.
 # :::
 
 # %% [markdown]
@@ -114,7 +125,7 @@ start_image = F.interpolate(torch.from_numpy(crop).permute(2, 0, 1)[None].float(
 fig, ax = plt.subplots(figsize=(3, 3))
 ax.imshow(start_image[0].permute(1, 2, 0).cpu())
 ax.set_title(f"start image {size}×{size}")
-ax.axis("off")
+ax.set_axis_off()
 
 
 # %% [markdown]
@@ -240,15 +251,16 @@ for method in ("ism", "sds"):
 # UNet calls per ISM step, counted by the guidance: $\lceil (s - start)/\delta_{xs} \rceil$ inversion
 # hops at batch $B$, the target $\epsilon(x_s, s, \varnothing)$ at batch $B$, and one guided call over all
 # views × (1 + 3) conditionings. The expected mean over $t$ is computed from the hop grid; at the
-# paper's settings it is 6.67 (2 to 11 calls; the reference code makes one extra call when $s$ is the
-# grid's start).
+# released code's settings (`xs_inv_steps` 20, those of `params/paper.yaml`; the paper states none) it
+# is 6.67 (2 to 11 calls; the reference code makes one extra call when $s$ is the grid's start).
 
 # %%
 counts = histories["ism"].n_unet_evals
 paper_ism = IntervalScoreMatching(prior, GuidanceConfig())
 print(f"this preset: counted mean {np.mean(counts):.2f} (min {min(counts)}, max {max(counts)}) over "
       f"{len(counts)} steps; expected {expected_unet_calls(ism):.2f}")
-print(f"paper settings (xs_inv_steps 20): expected {expected_unet_calls(paper_ism):.2f} calls per step")
+print(f"released-code settings of params/paper.yaml (xs_inv_steps 20): expected "
+      f"{expected_unet_calls(paper_ism):.2f} calls per step")
 print(f"measured here: {step_times['ism'] * 1e3:.0f} ms per ISM step, {step_times['sds'] * 1e3:.0f} ms per SDS step "
       f"(batch 1, {size}×{size}, {prior.profile} prior on {device}); `sie3d bench ism` times batch 4")
 fig, ax = plt.subplots(figsize=(5, 3))
@@ -263,5 +275,6 @@ fig.savefig(out_dir / "unet_calls.png", dpi=80, bbox_inches="tight")
 #   earlier prediction; the gradient is $\lambda\sqrt{(1-\bar\alpha_t)/\bar\alpha_t}\,(\hat\epsilon - \epsilon_\phi(x_s, s, \varnothing))$.
 # * The guidance takes images and conditioning, never Gaussians; the loss it returns is a
 #   reparameterised scalar whose gradient is the ISM update (divided by the number of views).
-# * One guided UNet call holds all views × conditionings; the inversion costs 0-9 more calls at the
-#   paper's settings (`sie3d bench ism` measures it).
+# * One guided UNet call holds all views × conditionings; the inversion is expected to cost 0-9 more
+#   calls at the released code's settings (`params/paper.yaml`; counted from the hop grid above, not
+#   yet timed with the real Arc2Face weights; `sie3d bench ism` measures it).

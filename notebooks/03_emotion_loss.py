@@ -27,7 +27,7 @@
 # optimises the photo's pixels toward "neutral" and "sad" with the loss alone, and shows why the
 # classifier used for the loss cannot also be the judge.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 params_file = "../params/quick.yaml"
 extra_params = []
 overrides = []
@@ -44,9 +44,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import skimage.data
 import torch
+from IPython.display import Markdown, display
 from matplotlib.patches import Rectangle
 
 from sie3d.config import load_config
+from sie3d.evaluation.paper_tables import markdown_table
 from sie3d.face.adversarial import face_region, loss_landscape, optimise_pixels
 from sie3d.face.detect import FaceWarning, detect_faces, select_face
 from sie3d.face.emotion import (EMOTION_CLASSIFIERS, ORIGINAL_PIPELINES, classify_face, classify_face_original,
@@ -121,8 +123,8 @@ for name, classifier in classifiers.items():
     readings[f"{name}: our crop (dlib box)"] = classify_face(classifier, photo, face.box, margin)
     if name in ORIGINAL_PIPELINES:
         readings[f"{name}: original pipeline (Haar box)"] = classify_face_original(classifier, photo, haar_face.box)
-for label, probs in readings.items():
-    print(f"{label:40s} " + "  ".join(f"{k} {v:.3f}" for k, v in probs.items()))
+display(Markdown(markdown_table(["reading", *EMOTIONS], [[label, *(f"{probs[e]:.3f}" for e in EMOTIONS)]
+                                                         for label, probs in readings.items()])))
 
 fig, ax = plt.subplots(figsize=(9, 3))
 bar = 0.8 / len(readings)
@@ -132,6 +134,7 @@ ax.set_xticks(np.arange(7) + 0.4 - bar / 2, EMOTIONS)
 ax.set_ylabel("probability")
 ax.legend(fontsize=8)
 ax.set_title("emotion probabilities on the astronaut (she smiles)")
+fig.savefig(out_dir / "classifiers.png", dpi=80, bbox_inches="tight")
 
 # %% [markdown]
 # ## What the crop does
@@ -168,6 +171,7 @@ ax.set_xlabel("crop margin per side (× face box)")
 ax.set_ylabel("probability")
 ax.legend()
 ax.set_title(f"{loss_classifier.name}: reading vs crop margin")
+fig.savefig(out_dir / "margin_sweep.png", dpi=80, bbox_inches="tight")
 
 # %% [markdown]
 # The reading is stable for margins up to about half the face box and degrades as the face shrinks
@@ -177,7 +181,9 @@ ax.set_title(f"{loss_classifier.name}: reading vs crop margin")
 # ## The loss and NPS on the photo
 #
 # Cross-entropy toward each target emotion (eq 8) on the photo, and NPS. A smiling face is far from
-# "neutral": NPS of the photo is large.
+# "neutral": NPS of the photo is large. Probabilities are clamped at $10^{-7}$ before the logarithm
+# (`sie3d.face.emotion.PROB_FLOOR`), so no value exceeds $-\ln 10^{-7} = 16.118$: a 16.118 below
+# means the classifier gives that class less than one part in ten million, not a measured size.
 
 # %%
 face_box_n = crops[f"dlib box, margin {margin:g}"]
@@ -281,30 +287,29 @@ rows = []
 for label, image in [("photo", photo)] + [(f"→ {t}", as_photo(r.image)) for t, r in results.items()]:
     row = {"image": label}
     own = classify_face(loss_classifier, image, face.box, margin)
-    row["NPS loss clf"] = -np.log(max(own["neutral"], 1e-7))
-    row["top loss clf"] = max(own, key=own.get)
+    row[f"NPS {loss_classifier.name} (loss)"] = -np.log(max(own["neutral"], 1e-7))
+    row[f"top {loss_classifier.name} (loss)"] = max(own, key=own.get)
     haar_boxes = detect_faces(image, "haar")
     other = classify_face_original(loss_classifier, image, (haar_boxes[0] if haar_boxes else haar_face).box)
-    row["NPS other preproc"] = -np.log(max(other["neutral"], 1e-7))
-    row["top other preproc"] = max(other, key=other.get)
+    row[f"NPS {loss_classifier.name}, its package's preprocessing"] = -np.log(max(other["neutral"], 1e-7))
+    row[f"top {loss_classifier.name}, its package's preprocessing"] = max(other, key=other.get)
     if held_out:
         judge = classify_face(classifiers[held_out], image, face.box, margin)
-        row[f"NPS {held_out}"] = -np.log(max(judge["neutral"], 1e-7))
-        row[f"top {held_out}"] = max(judge, key=judge.get)
+        row[f"NPS {held_out} (held out)"] = -np.log(max(judge["neutral"], 1e-7))
+        row[f"top {held_out} (held out)"] = max(judge, key=judge.get)
     measures = expression_measures(landmarks_68(image, face))
     row["corner lift"] = measures["mouth_corner_lift"]
     row["mouth open"] = measures["mouth_open"]
     rows.append(row)
 
-header = list(rows[0])
-print("  ".join(f"{h:>17s}" for h in header))
-for row in rows:
-    print("  ".join(f"{v:>17.3f}" if isinstance(v, float) else f"{v:>17s}" for v in row.values()))
+display(Markdown(markdown_table(list(rows[0]), [[f"{v:.3f}" if isinstance(v, float) else v for v in row.values()]
+                                                  for row in rows])))
 
 # %% [markdown]
 # The loss classifier now reads "neutral" (NPS near 0) and "sad", yet the landmarks show the same
 # smile (corner lift and mouth opening barely move), the re-preprocessed reading is much less
-# convinced, and the held-out classifier (face-api offline) still reads "happy". Optimising against a classifier finds its blind spots; scoring with the same classifier
+# convinced, and the held-out classifier (face-api offline) still reads "happy" (its NPS of 16.118 is
+# the clamp: p_neutral below $10^{-7}$). Optimising against a classifier finds its blind spots; scoring with the same classifier
 # then reports success that a person would not see. Hence, in this project:
 #
 # * NPS is always reported with a classifier the optimisation never saw (face-api offline, where
@@ -322,4 +327,5 @@ for row in rows:
 #   the same square crop convention is used for photos and renders.
 # * $\mathcal{L}_{emotion}$ is steep in pixel space: ±8/255 per pixel suffices to make the loss
 #   classifier say "neutral" or "sad" while the face still smiles, so NPS measured with the loss
-#   classifier is inflated.
+#   classifier is flattering (lower, and NPS is better when lower) rather than a reading a person
+#   would share.

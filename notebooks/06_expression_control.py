@@ -21,7 +21,8 @@
 #   With the real SD-1.5 text encoder loaded, text without a known word is matched by CLIP text
 #   similarity instead (`sie3d.diffusion.expression_match`). `summary.json` records the mapping.
 # * **Intensity sweeps.** `--intensity 0,0.5,1` makes one run per η under `--out`, a strip image and a
-#   video. With real weights η is eq 6's interpolation of the expression embedding. Offline the tiny
+#   video. With real weights η is meant to act as eq 6's interpolation of the expression embedding (not
+#   yet run with the real weights). Offline the tiny
 #   random prior cannot carry it, so η acts on the expression route instead: the target's blendshapes
 #   are held at least at η × its FACS prototype, and the emotion loss's target distribution is
 #   η·onehot(class) + (1 − η)·onehot(neutral), its cross-entropy smallest where the classifier gives
@@ -61,10 +62,10 @@ from sie3d.avatar.rig_widget import RigPanel
 from sie3d.batch.engine import run_batch
 from sie3d.batch.manifest import BatchRun, Person
 from sie3d.config import load_config
+from sie3d.evaluation.paper_tables import markdown_table
 from sie3d.face.detect import FaceWarning
 from sie3d.face.expression_text import UnknownExpression
 from sie3d.render.media import save_image
-from sie3d.render.sequences import labelled_strip
 from sie3d.request import resolve_request
 from sie3d.run_dir import AVATAR_RIG, read_summary
 from sie3d.train.finished import load_finished_avatar
@@ -120,12 +121,14 @@ print(f"'{expression}' -> class '{target_class}'; {len(batch.outcomes) - batch.c
       f"{batch.count('skipped')} reused")
 
 # %% tags=["hide-input"]
-strip = labelled_strip([iio.imread(run.run_dir / "frontal.png")[..., :3] for run in grid],
-                       [f"eta = {eta:g}" for eta in intensities])
-fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2), gridspec_kw={"width_ratios": [2.2, 1]})
-left.imshow(strip)
-left.set_axis_off()
-left.set_title(f"frontal renders along the sweep ('{expression}')", fontsize=9)
+fig, axes = plt.subplots(1, len(grid) + 1, figsize=(2.6 * len(grid) + 3.6, 3.2),
+                         gridspec_kw={"width_ratios": [1] * len(grid) + [1.4]})
+for ax, run, eta in zip(axes, grid, intensities):
+    ax.imshow(iio.imread(run.run_dir / "frontal.png")[..., :3])
+    ax.set_axis_off()
+    ax.set_title(f"η = {eta:g}", fontsize=11)
+fig.suptitle(f"frontal renders along the sweep ('{expression}')", fontsize=10)
+right = axes[-1]
 for name, values in readings.items():
     label = f"{name} (held-out)" if name == config.models.emotion_eval_classifier else f"{name} (loss)"
     right.plot(intensities, values, "o-", label=label)
@@ -136,12 +139,12 @@ right.set_ylim(0, 1.02)
 right.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
-table = "| η | " + " | ".join(f"p({target_class}) {n}" for n in judges) + " | coefficients |\n|---|" + "---|" * (
-    len(judges) + 1) + "\n"
-for eta, summary, *values in zip(intensities, summaries, *readings.values()):
-    moved = {k: round(v, 2) for k, v in summary.expression_coefficients.items() if v >= 0.05}
-    table += f"| {eta:g} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {moved} |\n"
-display(Markdown(table))
+# one column per blendshape coefficient that reached 0.05 in any run of the sweep
+moved = list(dict.fromkeys(k for s in summaries for k, v in s.expression_coefficients.items() if v >= 0.05))
+display(Markdown(markdown_table(
+    ["η", *(f"p({target_class}) {n}" for n in judges), *(f"coefficient {k}" for k in moved)],
+    [[f"{eta:g}", *(f"{v:.3f}" for v in values), *(f"{summary.expression_coefficients.get(k, 0.0):.2f}" for k in moved)]
+     for eta, summary, *values in zip(intensities, summaries, *readings.values())])))
 display(Markdown(" ".join(
     f"{name}'s p({target_class}) goes from {values[0]:.2f} at η = {intensities[0]:g} to {values[-1]:.2f} at "
     f"η = {intensities[-1]:g}." for name, values in readings.items())))
@@ -164,11 +167,12 @@ avatar = load_finished_avatar(grid[-1].run_dir)
 target, described = target_coefficients(repose_to, avatar.template)
 frames = render_morph(avatar.gaussians, morph_coefficients(avatar.expression, target, 5), orbit_azimuths(5, 30.0),
                       192, camera_cfg=config.cameras, backend=config.render.backend)
-display_strip = labelled_strip(list(frames), [f"t = {i / 4:.2f}" for i in range(5)])
-plt.figure(figsize=(11, 2.6))
-plt.imshow(display_strip)
-plt.axis("off")
-plt.title(f"re-posed --to {repose_to} ({described})", fontsize=9)
+fig, axes = plt.subplots(1, len(frames), figsize=(2.3 * len(frames), 2.8))
+for i, (ax, frame) in enumerate(zip(axes, frames)):
+    ax.imshow(frame)
+    ax.set_axis_off()
+    ax.set_title(f"t = {i / (len(frames) - 1):.2f}", fontsize=11)
+fig.suptitle(f"re-posed --to {repose_to} ({described})", fontsize=10)
 plt.show()
 
 # %% [markdown]
@@ -201,5 +205,6 @@ if interactive:
 #
 # Free text is accepted as written and mapped to a class with its evidence; η sets how much of the
 # class the offline loss asks for; a finished avatar can be re-posed without optimising again. With
-# real weights (`params/paper.yaml` on a GPU) η also interpolates the expression embedding (eq 6), and
-# the CLIP text match handles free text without a known emotion word.
+# real weights (`params/paper.yaml` on a GPU) η is expected also to interpolate the expression embedding
+# (eq 6) as it does in the code, and the CLIP text match to handle free text without a known emotion
+# word; neither has run here with the real weights (the intro's status line).

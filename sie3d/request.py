@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .config import Config
-from .face.expression_text import ExpressionMatch, UnknownExpression, match_words
+from .face.expression_text import ExpressionMatch, NegatedExpression, UnknownExpression, match_words
 from .runtime import ModelCache
 
 #: a CLIP-similarity class is accepted at this probability (softmax over the 7 classes) or more
@@ -116,7 +116,7 @@ def resolve_request(text: str, intensity: float | None = None, accessory: str | 
     try:
         match = match_words(text)
     except UnknownExpression as exc:
-        if config is None or config.models.prior != "arc2face":
-            raise
+        if config is None or config.models.prior != "arc2face" or isinstance(exc, NegatedExpression):
+            raise  # a negated emotion is not guessed by CLIP, which does not read negation
         match = _clip_match(text, config, exc, models or ModelCache())
     return Request(text, match, None if intensity is None else float(intensity), accessory)

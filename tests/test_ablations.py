@@ -257,25 +257,30 @@ def test_markdown_table_and_errors():
         markdown_table(["a"], [[1, 2]])
 
 
-def test_comparison_places_ours_beside_the_paper_and_labels_substitutes():
+def test_comparison_puts_paper_and_ours_in_columns_apart():
     provenance = Provenance(preset="quick", frechet_label="Fréchet distance in dlib-descriptor space (not FID)",
                             identity_model="dlib", loss_classifier="fer", held_out_classifier="deepface")
     ours = [OurRow("full", fid=0.1234, id=0.91, nps_loss=0.5, nps_held_out=None, n_runs=2),
             OurRow("SDS instead of ISM", fid=0.2, id=0.8, nps_loss=1.5, nps_held_out=None, n_runs=2)]
     text = comparison_markdown(ours, provenance)
     lines = text.splitlines()
-    full_paper = next(i for i, line in enumerate(lines) if line.startswith("| full | paper"))
-    assert lines[full_paper + 1].startswith("| full | ours (quick) | — | 0.1234 | 0.9100 | 0.5000 | n/a | 2 |")
-    assert "| 227.11 |" in lines[full_paper]
-    assert "Fréchet distance in dlib-descriptor space (not FID) ↓" in text and "not comparable" in text
-    assert "| w/o semantic embedding | paper | 238.43 |" in text
+    assert lines[2] == ("| method | paper: FID ↓ (Inception) | paper: ID ↑ (CosFace) | paper: NPS ↓ (classifier not "
+                        "named) | ours: Fréchet distance in dlib-descriptor space (not FID) ↓ | ours: ID ↑ (dlib) | "
+                        "ours: NPS ↓ (fer, loss) | ours: NPS ↓ (deepface, held out) | our runs |")
+    assert "| full | 227.11 | 0.3672 | 0.3667 | 0.1234 | 0.9100 | 0.5000 | n/a | 2 |" in lines
+    assert "| w/o semantic embedding | 238.43 | 0.3977 | 3.1178 | — | — | — | — | — |" in lines
+    assert "| SDS instead of ISM | — | — | — | 0.2000 | 0.8000 | 1.5000 | n/a | 2 |" in lines
+    assert "not comparable" in text and "names no classifier" not in text and "does not name" in text
     assert text.index("SDS instead of ISM") > text.index("w/o perceptual expression loss")
+    no_distance = comparison_markdown([OurRow("full", id=0.9, nps_loss=0.5, n_runs=1)], provenance)
+    assert "ours: Fréchet" not in no_distance and "is left out" in no_distance
     inception = Provenance("paper", "FID (Inception-v3 pool features, clean-fid 'clean' resize)", "arcface",
                            "deepface", "fer")
-    text = comparison_markdown([OurRow("full", fid=250.0, id=0.4, nps_loss=0.3, nps_held_out=0.9, n_runs=1)],
+    text = comparison_markdown([OurRow("SIE3D", fid=250.0, id=0.4, nps_loss=0.3, nps_held_out=0.9, n_runs=1)],
                                inception, paper=TABLE1, title="Table 1")
-    assert "| full | ours (paper) | 250.00 | 0.4000 | 0.3000 | 0.9000 | 1 |" in text
-    assert "FID ↓ (paper only)" not in text and "| SIE3D | paper | 227.11 |" in text
+    assert "| SIE3D | 227.11 | 0.3672 | 0.3667 | 250.00 | 0.4000 | 0.3000 | 0.9000 | 1 |" in text
+    assert "| Arc2Avatar | 237.81 | 0.4459 | 3.5884 | — | — | — | — | — |" in text  # ours ranked among none
+    assert "ours: FID ↓ (Inception)" in text
 
     fig = comparison_bar_plot(ours, provenance)
     assert len(fig.axes) == 6

@@ -6,6 +6,7 @@ import shutil
 import nbformat
 import pytest
 from helpers_book import parameters_cell, scratch_book_repo
+from helpers_book_outputs import output_problems
 
 from sie3d.book import build_book, discover_notebooks, notebook_title
 
@@ -67,6 +68,7 @@ def test_builds_html_with_a_page_per_notebook(scratch_repo, repo_root):
     assert (html / "index.html").is_file() and (html / "executed/00_overview.html").is_file()
     page = (html / "executed/00_overview.html").read_text()
     assert "Traceback" not in page and "The pipeline" in page
+    assert output_problems(scratch_repo / "book/executed/00_overview.ipynb") == []  # no reprs, paths, raw dicts
     manifest = json.loads((scratch_repo / "book/executed/run_manifest.json").read_text())
     assert manifest["preset"] == "quick" and manifest["notebooks"][0]["ok"]
     assert "tiny" in (html / "intro.html").read_text()  # the intro states the preset and models

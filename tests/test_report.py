@@ -134,9 +134,21 @@ def _evaluation():
 
 def test_metrics_table_and_notes():
     evaluation = _evaluation()
-    rows = _rows(ablation_report.metrics_table(evaluation, {"full": "full method"}, "fer", "deepface"))
-    assert rows[0] == ["full method", "3/9", "0.912", "1.500", "0.25", "n/a", "n/a", "n/a"]
+    table = ablation_report.metrics_table(evaluation, {"full": "full method"}, "fer", "deepface")
+    rows = _rows(table)
+    assert rows[0] == ["full method", "3/9", "0.912", "1.500", "0.25", "n/a", "n/a"]  # no distance: no column
     assert rows[1][:3] == ["no_emotion_loss", "4/9", "0.950"]
+    assert "Fréchet" not in table
+    evaluation["groups"][1]["frechet"] = 12.5
+    evaluation["models"]["identity_conditioning"] = "dlib"
+    evaluation["groups"][0]["id_conditioning_mean"] = 1.5  # equal to the loss NPS: two cells, two sources
+    table = ablation_report.metrics_table(evaluation, {}, "fer", "deepface")
+    assert table.splitlines()[0].split(" | ")[3:5] == ["ID ↑ (dlib, conditioning)", "NPS ↓ (fer, loss)"]
+    assert _rows(table)[0][3:5] == ["1.500", "1.500"] and _rows(table)[0][-1] == "n/a"
+    evaluation["groups"][0]["id_conditioning_mean"] = 0.25
+    assert _rows(ablation_report.metrics_table(evaluation, {}, "fer", "deepface"))[0][3:5] == ["0.250", "1.500"]
+    assert _rows(table)[1][-1] == "12.500"
+    evaluation = _evaluation()
     notes = ablation_report.metrics_notes(evaluation).splitlines()
     assert "* held_out classifier `deepface`: weights not cached" in notes
     assert notes[-1] == "* identity encoder: dlib (detector dlib)"
@@ -170,12 +182,49 @@ def test_gallery_rows(tmp_path):
 def test_highlights_carry_the_run_numbers(runs):
     lines = report.generation_highlights(runs)
     assert lines[0].startswith("**2 avatars**") and "3 iterations" in lines[0] and "0.50–0.50 s" in lines[0]
-    assert "**0.450–0.450**" in lines[1] and "2 of 2" in lines[1]
+    assert "**0.450–0.450**" in lines[1] and "2 of 2" in lines[1] and "not a held-out judge" in lines[1]
     assert "**2 of 4** as expected" in lines[2]
     assert "neutral 0.30 → **0.80**" in lines[3]
+
+
+def test_highlights_count_every_run_shown_with_disagreements_named(runs):
+    def with_faceapi(summary, probs, distance):
+        frontal = replace(summary.frontal, emotions={**summary.frontal.emotions, "faceapi": probs},
+                          dlib_distance=distance)
+        return replace(summary, frontal=frontal)
+
+    astronaut = {name: (d, with_faceapi(s, {name: 0.9, "sad": 0.1}, 0.45)) for name, (d, s) in runs.items()}
+    people = {"biden_neutral": (runs["neutral"][0], with_faceapi(runs["neutral"][1], {"sad": 0.9, "neutral": 0.1},
+                                                                  0.7)),
+              "biden_surprise": (runs["surprise"][0], with_faceapi(runs["surprise"][1], {"surprise": 0.6}, 0.5))}
+    lines = report.generation_highlights(astronaut, people)
+    assert "**2 more** from 1 other portraits" in lines[0]
+    assert "**0.450–0.700**" in lines[1] and "3 of 4 are the photo's person" in lines[1]
+    held_out = next(line for line in lines if line.startswith("held-out judge"))
+    assert "**3 of 4** avatars: biden neutral read as **sad** 0.90" == held_out.split("target in ")[1]
+    alone = next(line for line in report.generation_highlights(astronaut) if line.startswith("held-out judge"))
+    assert alone.endswith("**2 of 2** avatars")
+
+
+def test_ablation_highlights_give_table_2_direction_per_judge():
     evaluation = _evaluation()
-    lines = ablation_report.ablation_highlights(evaluation, {"full": "full method"}, "fer", (0.3667, 3.8043))
+    paper = ((0.3667, 3.8043), (0.3672, 0.2539))
+    lines = ablation_report.ablation_highlights(evaluation, {"full": "full method"}, "fer", paper)
     assert lines[0].startswith("**2 runs** in 2 ablations: full method, no_emotion_loss")
-    assert "full **1.500**" in lines[1] and "**2.750** (+1.250" in lines[1] and "0.367 vs 3.804" in lines[1]
-    assert lines[2] == "ID (dlib cosine): full 0.912, without the loss 0.950"
-    assert lines[3] == "held-out NPS: not available here (see the notes)"
+    assert lines[1] == ("Table 2, NPS ↓ full vs without the perceptual expression loss: paper 0.367 vs 3.804, "
+                        "lower with the loss (better); fer (the loss classifier) **1.500** vs **2.750**, lower with "
+                        "the loss (better): as in the paper; held-out classifier (held out): not available here "
+                        "(see the notes)")
+    assert lines[2].endswith("dlib (held out) **0.912** vs **0.950**, lower with the loss (worse): "
+                             "**the opposite of the paper**")
+    for group, nps in zip(evaluation["groups"], (2.71, 1.72)):
+        group.update(held_out_nps=nps, held_out_classifier="faceapi")
+    lines = ablation_report.ablation_highlights(evaluation, {}, "fer", paper)
+    assert lines[1].endswith("faceapi (held out) **2.710** vs **1.720**, higher with the loss (worse): "
+                             "**the opposite of the paper**")
+
+
+def test_gallery_title_names_each_judge():
+    run = {"identity": {"model": "sface", "mean": 0.4612, "frontal": 0.51},
+           "emotion": {"loss": {"classifier": "fer", "nps": 0.9317}, "held_out": {"classifier": "faceapi", "nps": None}}}
+    assert ablation_report.gallery_title("full", run) == "full\nID (sface) 0.461\nNPS fer 0.932, faceapi n/a"

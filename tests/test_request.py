@@ -14,7 +14,7 @@ from sie3d.cli import main
 from sie3d.config import load_config
 from sie3d.diffusion.expression_match import TextSimilarityMatch
 from sie3d.vocabulary import EMOTIONS
-from sie3d.face.expression_text import UnknownExpression
+from sie3d.face.expression_text import NegatedExpression, UnknownExpression
 from sie3d.request import MIN_CLIP_PROBABILITY, resolve_request
 from sie3d.weights import ModelNotAvailable
 
@@ -65,7 +65,7 @@ def test_word_list_request_and_its_config(quick):
 
 def test_negated_words_do_not_vote(quick):
     assert resolve_request("without a smile, frowning", config=quick).emotion == "sad"
-    with pytest.raises(UnknownExpression, match="none of its words"):
+    with pytest.raises(NegatedExpression, match="it negates an emotion"):
         resolve_request("not happy", config=quick)
 
 
@@ -92,6 +92,9 @@ def test_clip_fallback_only_with_the_real_prior(quick, real_prior, fake_clip):
         resolve_request("a face like thunder", config=quick)
     with pytest.raises(UnknownExpression, match="none of its words"):  # no config: word list only
         resolve_request("a face like thunder")
+    with pytest.raises(NegatedExpression):  # CLIP does not read negation: never asked
+        resolve_request("not happy at all", config=real_prior)
+    assert fake_clip["texts"] == ["a face like thunder expression"]
     assert fake_clip["loads"] == 1
 
 

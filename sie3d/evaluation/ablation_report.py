@@ -25,21 +25,24 @@ def metrics_table(evaluation: Mapping[str, Any], labels: Mapping[str, str], loss
                   held_out_classifier: str) -> str:
     """Markdown: one row per group (ablation) of ``evaluation``: renders with a face, ID with the held-out
     encoder and with the one that conditions the run, NPS and accuracy with the loss and held-out
-    classifiers, and the distribution distance."""
+    classifiers, and the distribution distance (left out when no group has one: :func:`metrics_notes`
+    says why). Each column holds one model's numbers, named in its header."""
     models = evaluation["models"]
     conditioning = models.get("identity_conditioning")
+    with_distance = any(group["frechet"] is not None for group in evaluation["groups"])
     headers = ["ablation", "renders with a face", f"ID ↑ ({models['identity']}, held out)",
                *([f"ID ↑ ({conditioning}, conditioning)"] if conditioning else []),
                f"NPS ↓ ({loss_classifier}, loss)", f"acc ↑ ({loss_classifier}, loss)",
                f"NPS ↓ ({held_out_classifier}, held out)", f"acc ↑ ({held_out_classifier}, held out)",
-               f"{models['frechet_label']} ↓"]
+               *([f"{models['frechet_label']} ↓"] if with_distance else [])]
     rows = []
     for group in evaluation["groups"]:
         faces = sum(r["identity"]["n_renders_with_face"] for r in evaluation["runs"] if r["group"] == group["group"])
         rows.append([labels.get(group["group"], group["group"]), f"{faces}/{group['renders']}",
                      fmt(group["id_mean"]), *([fmt(group.get("id_conditioning_mean"))] if conditioning else []),
                      fmt(group["loss_nps"]), fmt(group["loss_accuracy"], 2),
-                     fmt(group["held_out_nps"]), fmt(group["held_out_accuracy"], 2), fmt(group["frechet"])])
+                     fmt(group["held_out_nps"]), fmt(group["held_out_accuracy"], 2),
+                     *([fmt(group["frechet"])] if with_distance else [])])
     return markdown_table(headers, rows)
 
 
@@ -57,12 +60,22 @@ def metrics_notes(evaluation: Mapping[str, Any]) -> str:
     return "\n".join(f"* {n}" for n in notes)
 
 
+def gallery_title(label: str, run: Mapping[str, Any]) -> str:
+    """A gallery panel's title: the ablation's label, then the run's numbers as the metrics table shows
+    them (ID: mean over the renders with a face; NPS of the loss and held-out classifiers), each named
+    by its judge. ``run`` is one entry of ``evaluation["runs"]``."""
+    identity, emotion = run["identity"], run["emotion"]
+    return (f"{label}\nID ({identity['model']}) {fmt(identity['mean'])}\n"
+            f"NPS {emotion['loss']['classifier']} {fmt(emotion['loss']['nps'])}, "
+            f"{emotion['held_out']['classifier']} {fmt(emotion['held_out']['nps'])}")
+
+
 def ablation_gallery(photo: np.ndarray, run_renders: Mapping[str, Sequence[Path]], titles: Mapping[str, str],
                      panel: float = 1.5) -> plt.Figure:
     """One row per ablation: the input photo, then the run's renders (frontal first), the first titled
     with ``titles[ablation]`` (e.g. its label and scores) and the others with their file stem."""
     n_cols = 1 + max(len(r) for r in run_renders.values())
-    fig, axes = plt.subplots(len(run_renders), n_cols, figsize=(panel * n_cols, (panel + 0.35) * len(run_renders)),
+    fig, axes = plt.subplots(len(run_renders), n_cols, figsize=(panel * n_cols, (panel + 0.55) * len(run_renders)),
                              squeeze=False)
     for row, (ablation, renders) in zip(axes, run_renders.items()):
         for ax in row:
@@ -109,25 +122,40 @@ def group_value(evaluation: Mapping[str, Any], group: str, key: str) -> float | 
     return None
 
 
+def _direction(full: float, without: float, lower_is_better: bool) -> str:
+    """Which way a metric moves when the loss is added (``without`` → ``full``), in words."""
+    if full == without:
+        return "no change with the loss"
+    better = (full < without) == lower_is_better
+    return ("lower" if full < without else "higher") + " with the loss" + (" (better)" if better else " (worse)")
+
+
 def ablation_highlights(evaluation: Mapping[str, Any], labels: Mapping[str, str], loss_classifier: str,
-                        paper_nps: tuple[float, float]) -> list[str]:
-    """Markdown sentences with the key numbers of page 05: the grid, and NPS / ID of the full method
-    against the run without the perceptual expression loss (``no_emotion_loss``), beside the paper's NPS
-    of the same two rows (``paper_nps``: full, without the loss)."""
+                        paper: tuple[tuple[float, float], tuple[float, float]]) -> list[str]:
+    """Markdown sentences with the key numbers of page 05: the grid, then the direction of Table 2's
+    full method against the run without the perceptual expression loss (``no_emotion_loss``) as each
+    judge reads it: NPS (↓) by the paper, the loss classifier and the held-out classifier, and ID (↑)
+    by the paper and the held-out encoder, each saying whether it agrees with the paper's direction.
+    ``paper``: ((NPS full, NPS without the loss), (ID full, ID without the loss)) of the paper's Table 2."""
     groups = [g["group"] for g in evaluation["groups"]]
     lines = [f"**{len(evaluation['runs'])} runs** in {len(groups)} ablations: "
              + ", ".join(labels.get(g, g) for g in groups)]
-    nps = [group_value(evaluation, g, "loss_nps") for g in ("full", "no_emotion_loss")]
-    if None not in nps:
-        lines.append(f"NPS ({loss_classifier}, the loss classifier): full **{nps[0]:.3f}**, without the perceptual "
-                     f"expression loss **{nps[1]:.3f}** ({nps[1] - nps[0]:+.3f}; paper, DeepFace: "
-                     f"{paper_nps[0]:.3f} vs {paper_nps[1]:.3f})")
-    ids = [group_value(evaluation, g, "id_mean") for g in ("full", "no_emotion_loss")]
-    if None not in ids:
-        lines.append(f"ID ({evaluation['models']['identity']} cosine): full {ids[0]:.3f}, without the loss {ids[1]:.3f}")
-    held_out = [group_value(evaluation, g, "held_out_nps") for g in ("full", "no_emotion_loss")]
-    lines.append("held-out NPS: " + (f"full {held_out[0]:.3f}, without the loss {held_out[1]:.3f}"
-                                     if None not in held_out else "not available here (see the notes)"))
+    for metric, lower_is_better, judges, (paper_full, paper_without) in [
+            ("NPS ↓", True, [(f"{loss_classifier} (the loss classifier)", "loss_nps"),
+                             (f"{group_value(evaluation, 'full', 'held_out_classifier') or 'held-out classifier'}"
+                              " (held out)", "held_out_nps")], paper[0]),
+            ("ID ↑", False, [(f"{evaluation['models']['identity']} (held out)", "id_mean")], paper[1])]:
+        reference = _direction(paper_full, paper_without, lower_is_better)
+        parts = [f"paper {paper_full:.3f} vs {paper_without:.3f}, {reference}"]
+        for judge, key in judges:
+            values = [group_value(evaluation, g, key) for g in ("full", "no_emotion_loss")]
+            if None in values:
+                parts.append(f"{judge}: not available here (see the notes)")
+                continue
+            mine = _direction(*values, lower_is_better)
+            agree = "as in the paper" if mine == reference else "**the opposite of the paper**"
+            parts.append(f"{judge} **{values[0]:.3f}** vs **{values[1]:.3f}**, {mine}: {agree}")
+        lines.append(f"Table 2, {metric} full vs without the perceptual expression loss: " + "; ".join(parts))
     return lines
 
 

@@ -1,10 +1,10 @@
 """The paper's Tables 1 and 2 as data, and our numbers placed beside them (markdown and bar plots).
 
 Paper numbers come from ``shared/reference/settings.md`` (SIE3D paper, Tables 1-2): FID with Inception
-features, ID as CosFace cosine similarity, NPS as the mean of ``-ln p_neutral`` under DeepFace, which
-is also the classifier of its expression loss. Our rows always carry their provenance (preset, feature
-space, identity model, classifiers): numbers measured with other models sit in their own columns or
-are marked, never silently mixed with the paper's.
+features, ID as CosFace cosine similarity, NPS as a cross-entropy toward "neutral" whose classifier the
+paper does not name (its expression loss uses DeepFace). Our numbers always carry their provenance
+(preset, feature space, identity model, classifiers) and sit in columns of their own: one column holds
+one model's numbers, the paper's columns apart from ours.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ TABLE2: tuple[PaperRow, ...] = (
     PaperRow("w/o semantic embedding", 238.43, 0.3977, 3.1178),
     PaperRow("w/o perceptual expression loss", 321.68, 0.2539, 3.8043),
 )
-PAPER_MODELS = "FID: Inception-v3; ID: CosFace; NPS: DeepFace (also the loss classifier)"
+PAPER_MODELS = ("FID: Inception-v3; ID: CosFace; NPS: a cross-entropy toward neutral by a classifier the paper "
+                "does not name (its expression loss uses DeepFace)")
 
 
 @dataclass(frozen=True)
@@ -97,36 +98,36 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 def comparison_markdown(ours: Sequence[OurRow], provenance: Provenance,
                         paper: Sequence[PaperRow] = TABLE2, title: str = "Table 2 (ablation)") -> str:
-    """Paper rows and ours, one line each, methods in the paper's order then our extra methods.
+    """One row per method (the paper's methods in its order, then our extra ones); the paper's three
+    columns first, then ours, each column one model's numbers ("—": that source has no such row).
 
-    Our Fréchet value goes in the FID column only when it is an Inception FID; otherwise it gets its
-    own column named by its label. NPS of our held-out classifier has its own column.
+    Our distribution distance gets a column only when some row has a value; it is headed "FID" only
+    when it is an Inception FID. Only the methods we ran carry numbers in our columns, so our numbers
+    are never ranked among the paper's other methods.
     """
-    fid_header = "FID ↓" if provenance.fid_is_inception else "FID ↓ (paper only)"
-    headers = ["method", "source", fid_header]
-    if not provenance.fid_is_inception:
-        headers.append(f"{provenance.frechet_label} ↓")
-    headers += ["ID ↑", "NPS ↓ (loss classifier)", "NPS ↓ (held-out classifier)", "runs"]
-
-    by_method = {row.method: row for row in ours}
-    order = [row.method for row in paper] + [row.method for row in ours if row.method not in
-                                              {p.method for p in paper}]
+    ours_by_method = {row.method: row for row in ours}
     paper_by_method = {row.method: row for row in paper}
+    order = [row.method for row in paper] + [row.method for row in ours if row.method not in paper_by_method]
+    with_distance = any(row.fid is not None and not math.isnan(row.fid) for row in ours)
+    distance = "FID ↓ (Inception)" if provenance.fid_is_inception else f"{provenance.frechet_label} ↓"
+    headers = ["method", "paper: FID ↓ (Inception)", "paper: ID ↑ (CosFace)", "paper: NPS ↓ (classifier not named)",
+               *([f"ours: {distance}"] if with_distance else []), f"ours: ID ↑ ({provenance.identity_model})",
+               f"ours: NPS ↓ ({provenance.loss_classifier}, loss)",
+               f"ours: NPS ↓ ({provenance.held_out_classifier}, held out)", "our runs"]
     rows = []
     for method in order:
-        if method in paper_by_method:
-            p = paper_by_method[method]
-            cells = [method, "paper", _cell(p.fid, 2)]
-            if not provenance.fid_is_inception:
-                cells.append("—")
-            rows.append(cells + [_cell(p.id, 4), _cell(p.nps, 4), "—", "—"])
-        if method in by_method:
-            o = by_method[method]
-            cells = [method, f"ours ({provenance.preset})"]
-            cells += [_cell(o.fid, 2)] if provenance.fid_is_inception else ["—", _cell(o.fid, 4)]
-            rows.append(cells + [_cell(o.id, 4), _cell(o.nps_loss, 4), _cell(o.nps_held_out, 4), str(o.n_runs)])
+        p, o = paper_by_method.get(method), ours_by_method.get(method)
+        cells = [method, *((_cell(p.fid, 2), _cell(p.id, 4), _cell(p.nps, 4)) if p else ("—",) * 3)]
+        if o is None:
+            cells += ["—"] * (len(headers) - len(cells))
+        else:
+            cells += [*([_cell(o.fid, 2 if provenance.fid_is_inception else 4)] if with_distance else []),
+                      _cell(o.id, 4), _cell(o.nps_loss, 4), _cell(o.nps_held_out, 4), str(o.n_runs)]
+        rows.append(cells)
     notes = [f"**{title}.** Paper: {PAPER_MODELS}.", f"Ours: {provenance.describe()}."]
-    if not provenance.fid_is_inception:
+    if not with_distance:
+        notes.append(f"Our {provenance.frechet_label} is left out: not measurable here (see the notes above).")
+    elif not provenance.fid_is_inception:
         notes.append("Our distribution distance is not FID: its scale is not comparable with the paper's FID.")
     if provenance.identity_model.lower() not in ("cosface", "arcface"):
         notes.append(f"Our ID uses {provenance.identity_model}, not CosFace: compare rankings, not values.")
@@ -152,7 +153,7 @@ def comparison_bar_plot(ours: Sequence[OurRow], provenance: Provenance,
                 for m in methods]
 
     fig, axes = plt.subplots(2, 3, figsize=(11, 6.5), sharex=True)
-    paper_panels = [("fid", "FID ↓ (Inception)"), ("id", "ID ↑ (CosFace)"), ("nps", "NPS ↓ (DeepFace)")]
+    paper_panels = [("fid", "FID ↓ (Inception)"), ("id", "ID ↑ (CosFace)"), ("nps", "NPS ↓ (classifier not named)")]
     for ax, (attr, title) in zip(axes[0], paper_panels):
         ax.bar(x, values(paper_by_method, attr), color="#7f7f7f")
         ax.set_title(f"paper: {title}", fontsize=10)

@@ -275,39 +275,52 @@ def difference_figure(a: np.ndarray, b: np.ndarray, titles: tuple[str, str], gai
     return fig
 
 
-def generation_highlights(runs: Mapping[str, Run]) -> list[str]:
+def generation_highlights(runs: Mapping[str, Run], people: Mapping[str, Run] | None = None) -> list[str]:
     """Markdown sentences with the key numbers of page 04: runs and their cost, dlib distances of the
-    final renders, landmark checks passed, and fer's p(target) from the photo's expression to the final."""
+    final renders, landmark checks passed, fer's p(target) from the photo's expression to the final,
+    the held-out judges' readings and YuNet's side views.
+
+    ``runs``: the photo's avatars (before/after shown on the page); ``people``: the avatars of the other
+    portraits the page also shows. Every count is over all of them, disagreements named.
+    """
+    shown = {**runs, **(people or {})}
     summaries = [s for _, s in runs.values()]
     names = ", ".join(s.expression + (f" + '{s.accessory}'" if s.accessory else "") for s in summaries)
     speed = [s.seconds_per_iteration for s in summaries if s.seconds_per_iteration is not None]
     lines = [f"**{len(runs)} avatars** from one photo ({names}), {summaries[0].iterations} iterations each"
-             + (f", {min(speed):.2f}–{max(speed):.2f} s per iteration" if speed else "")]
-    distances = [s.frontal.dlib_distance for s in summaries if s.frontal.dlib_distance is not None]
+             + (f", {min(speed):.2f}–{max(speed):.2f} s per iteration" if speed else "")
+             + (f"; **{len(people)} more** from {len({n.rsplit('_', 1)[0] for n in people})} other portraits"
+                if people else "")]
+    distances = [s.frontal.dlib_distance for _, s in shown.values() if s.frontal.dlib_distance is not None]
     if distances:
         same = sum(d < SAME_PERSON for d in distances)
-        lines.append(f"dlib distance of the final renders to the photo **{min(distances):.3f}–{max(distances):.3f}**: "
-                     f"{same} of {len(distances)} are the photo's person by dlib's < {SAME_PERSON} rule")
+        lines.append(f"dlib distance of the final renders to their photo **{min(distances):.3f}–{max(distances):.3f}**: "
+                     f"{same} of {len(distances)} are the photo's person by dlib's < {SAME_PERSON} rule (dlib's "
+                     "descriptor conditions the run: a check, not a held-out judge)")
     checks = landmark_checks(runs)
     if checks:
         ok = sum(c.verdict == "as expected" for c in checks)
-        lines.append(f"landmark moves the loss never saw: **{ok} of {len(checks)}** as expected")
+        lines.append(f"landmark moves (no loss reads them): **{ok} of {len(checks)}** as expected")
     moves = []
     for name, (_, s) in runs.items():
         p = [r.emotions.get("fer", {}).get(s.expression) for r in (s.frontal_photo_expression, s.frontal)]
         if None not in p:
             moves.append(f"{name} {p[0]:.2f} → **{p[1]:.2f}**")
     if moves:
-        lines.append("fer's p(target), avatar at the photo's expression → final: " + "; ".join(moves))
-    held_out = []
-    for name, (_, s) in runs.items():
+        lines.append("fer's p(target) (the loss classifier), avatar at the photo's expression → final: "
+                     + "; ".join(moves))
+    readings = []
+    for name, (_, s) in shown.items():
         probs = s.frontal.emotions.get("faceapi")
         if probs:
             top = max(probs, key=probs.get)
-            held_out.append(f"{name} **{top}** {probs[top]:.2f}" + (" ✓" if top == s.expression_class else ""))
-    if held_out:
-        lines.append("held-out judge (face-api), top class of the final render: " + "; ".join(held_out))
-    turned = [s for s in summaries if s.views]
+            readings.append((name.replace("_", " "), top, probs[top], top == (s.expression_class or s.expression)))
+    if readings:
+        hits = sum(hit for *_, hit in readings)
+        misses = [f"{name} read as **{top}** {p:.2f}" for name, top, p, hit in readings if not hit]
+        lines.append(f"held-out judge (face-api), top class of the final render = target in **{hits} of "
+                     f"{len(readings)}** avatars" + (": " + "; ".join(misses) if misses else ""))
+    turned = [s for _, s in shown.values() if s.views]
     if turned:
         seen = sum(any(v["yunet"] for v in s.views if abs(abs(v["azimuth"]) - 67.5) < 1) for s in turned)
         lines.append(f"a face at ±67.5° for YuNet (held out) in **{seen} of {len(turned)}** avatars")

@@ -41,7 +41,7 @@ from .faceapi_expression import FaceApiExpressionNet
 from .keras_h5 import SeparableConv2d, assign_keras_weights, pad_same
 
 NEUTRAL = EMOTIONS.index("neutral")
-PROB_FLOOR = 1e-7  # the clamp of NPS (paper) and of the loss on probabilities
+PROB_FLOOR = 1e-7  # the clamp of NPS and of the loss on probabilities: neither exceeds −ln 1e-7 = 16.118
 #: emotion networks by name; each names its registry model (``weights_model``) and reads it (``load_weights``)
 EMOTION_CLASSIFIERS: Registry[type[nn.Module]] = Registry("emotion classifier")
 ORIGINAL_PIPELINES = ("fer", "deepface")  # whose package's preprocessing original_pipeline_input reproduces

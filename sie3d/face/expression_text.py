@@ -10,7 +10,8 @@ This module maps the text with a word list:
    (``grinning`` -> ``grin``, ``smiling`` -> ``smile``, ``happily`` -> ``happy``); the first form in
    :data:`SYNONYMS` wins;
 3. a word right after a negation (``not``, ``no``, ``never``, ``without``, ``*n't``; up to two words
-   later) does not vote (``"not happy"`` names no class);
+   later) does not vote: ``"not happy"`` names no class (not happy may be sad, angry or neutral), and
+   text whose only emotion words are negated is refused saying so;
 4. each remaining word votes for its class; the class with the most votes wins when it has strictly
    more than any other. ``score`` = its votes / all votes (1.0 when every emotion word agrees).
 
@@ -87,6 +88,11 @@ class UnknownExpression(ValueError):
     """Text that names no emotion class confidently; the message is one line listing the classes."""
 
 
+class NegatedExpression(UnknownExpression):
+    """Text whose only emotion words are negated (``"not happy"``): the opposite of a class is no single
+    class. Not for a text-similarity fallback either: CLIP text embeddings do not read negation."""
+
+
 @dataclass(frozen=True)
 class ExpressionMatch:
     """How an expression text was mapped to an emotion class.
@@ -150,14 +156,20 @@ def match_words(text: str) -> ExpressionMatch:
     """
     words = _WORD.findall(text.lower())
     votes: dict[str, list[str]] = {}
-    negated_until = -1
+    negated: list[str] = []  # emotion words a negation took out, e.g. "not happy"
+    negated_until, negation = -1, ""
     for i, word in enumerate(words):
         if word in NEGATIONS or word.endswith("n't"):
-            negated_until = i + _NEGATION_REACH
+            negated_until, negation = i + _NEGATION_REACH, word
             continue
         emotion = word_class(word)
         if emotion is not None and i > negated_until:
             votes.setdefault(emotion, []).append(f"{word}->{emotion}")
+        elif emotion is not None:
+            negated.append(f"'{negation} {word}'")
+    if not votes and negated:
+        raise NegatedExpression(f"unknown emotion {text.strip()!r}: it negates an emotion ({', '.join(negated)}), "
+                                f"and the opposite of a class is no single class; {classes_hint()}")
     if not votes:
         raise UnknownExpression(f"unknown emotion {text.strip()!r}: none of its words names an emotion class; "
                                 f"{classes_hint()}")
