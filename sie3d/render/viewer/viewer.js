@@ -11,7 +11,7 @@
 // on the avatar as it was made and an emotion is added to it, as `sie3d animate` starts from it; "neutral"
 // sets b to 0), s_e the emotion sliders (0..1) and prototype_e the rig header's emotion table.
 // Hooks for tests: <body data-frames> counts drawn frames, data-frame-ms is the mean time of re-pose +
-// sort + draw (finished) after a slider change, data-error says why the page failed; the title ends in
+// sort + draw (finished) after a slider change (data-pose-ms: the last re-pose + upload alone), data-error says why the page failed; the title ends in
 // "ready" once the avatar is drawn; window.sie3dSet({surprise: 1, intensity: 1, azimuth: 30}) moves
 // sliders (and the camera, degrees) and redraws at once, returning that frame's milliseconds.
 (function (S) {
@@ -64,11 +64,13 @@
     const t0 = performance.now();
     S.poseRig(avatar, coefficients(), renderer.means, renderer.covs);
     renderer.uploadGeometry();
+    const t1 = performance.now();
     draw();
     renderer.gl.readPixels(0, 0, 1, 1, renderer.gl.RGBA, renderer.gl.UNSIGNED_BYTE, new Uint8Array(4));
     const ms = performance.now() - t0;
     state.poses += 1;
     state.poseMs += ms;
+    body.dataset.poseMs = (t1 - t0).toFixed(1);
     body.dataset.frameMs = (state.poseMs / state.poses).toFixed(1);
     body.dataset.poses = String(state.poses);
     return ms;
