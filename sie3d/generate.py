@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .avatar.ply import save_ply
+from .avatar.rig import write_rig
 from .avatar.spz import save_spz
 from .config import Config
 from .diffusion.prior import DiffusionPrior
@@ -29,7 +30,7 @@ from .face.expression_text import emotion_class
 from .face.readout import FaceReadout, back_of_head_colour, dlib_descriptor, view_faces
 from .render.media import (mp4_writer_missing, render_turntable, render_views, save_image, save_turntable,
                            view_grid)
-from .run_dir import (AVATAR_PLY, AVATAR_SPZ, FRONTAL_PHOTO_EXPRESSION, FRONTAL_RENDER,
+from .run_dir import (AVATAR_PLY, AVATAR_RIG, AVATAR_SPZ, FRONTAL_PHOTO_EXPRESSION, FRONTAL_RENDER,
                       SUMMARY_FILE, TURNTABLE_GIF, TURNTABLE_MP4, VIEW_GRID, RunDir, RunLock, Summary,
                       has_checkpoints, input_photo_path, view_path, write_summary)
 from .runtime import ModelCache, resolve_device
@@ -60,7 +61,8 @@ class Exported:
 
 
 def export(trainer: AvatarTrainer, out: Path) -> Exported:
-    """Write the avatar (``avatar.ply``, ``avatar.spz``) and its renders (frontal, views, turntable)."""
+    """Write the avatar (``avatar.ply``, ``avatar.spz``; ``avatar.rig``, posable at any expression, which the
+    book's viewer re-poses live) and its renders (frontal, views, turntable)."""
     config = trainer.config
     cams = config.cameras
     with torch.no_grad():
@@ -69,6 +71,7 @@ def export(trainer: AvatarTrainer, out: Path) -> Exported:
         at_photo = trainer.gaussians.to_world(trainer.template.deform(trainer.photo_expression)).detach()
     save_ply(final.to("cpu"), out / AVATAR_PLY)
     save_spz(final.to("cpu"), out / AVATAR_SPZ)
+    write_rig(trainer.gaussians, trainer.expression.detach(), out / AVATAR_RIG, cams)
 
     backend = config.render.backend
     frontal, frontal_photo = (render_views(s, [0.0], EVAL_RESOLUTION, cams, backend=backend)[0]
