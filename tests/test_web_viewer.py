@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
@@ -86,6 +87,30 @@ def test_a_run_with_a_rig_is_staged_as_the_rig(run_dir, tmp_path):
     assert gzip.decompress(rig.read_bytes())[:8] == b"SIE3DRIG"
     stage_avatar(rig, tmp_path / "site", "c")  # the file alone
     assert _script_bytes(tmp_path / "site/avatars/c.rig.js", "SIE3D_RIGS", "c") == rig.read_bytes()
+
+
+def test_sie3d_view_makes_the_rig_of_a_run_that_predates_it(tmp_path):
+    """A run with only config.yaml and a checkpoint: ``sie3d view`` writes its avatar.rig from the checkpoint."""
+    from sie3d.avatar.rig import decode_rig
+    from sie3d.avatar.template_files import load_template
+    from sie3d.commands.view import prepare_site
+    from sie3d.config import load_config, save_config
+    from sie3d.train.checkpoint import checkpoint_path, save_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = load_config(Path(__file__).resolve().parents[1] / "params/quick.yaml")
+    config.gaussians.subdivisions = 0
+    save_config(config, run / "config.yaml")
+    template = load_template(config.models)
+    gaussians = MeshGaussians(template, config.gaussians)
+    own = template.expression_coefficients(smile=0.7)
+    save_checkpoint(checkpoint_path(run, 5), {"iteration": 5, "gaussians": gaussians.state_dict(), "expression": own})
+    page = prepare_site(run, tmp_path / "site")
+    assert "avatars%2Favatar.rig.js" in page and (run / "avatar.rig").is_file()
+    rig = decode_rig(_script_bytes(tmp_path / "site/avatars/avatar.rig.js", "SIE3D_RIGS", "avatar"))
+    assert rig.header["num_gaussians"] == gaussians.num_gaussians
+    assert rig.header["coefficients"] == pytest.approx(own.tolist())
 
 
 def test_show_avatar_writes_into_the_book_and_embeds_a_relative_iframe(run_dir, tmp_path, monkeypatch):

@@ -39,10 +39,17 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 
 def prepare_site(source: str | Path, root: str | Path) -> str:
-    """Install the viewer into ``root`` with the avatar of ``source``; returns the page path + query."""
+    """Install the viewer into ``root`` with the avatar of ``source``; returns the page path + query. A run
+    directory that predates ``avatar.rig`` gets it from its newest checkpoint (:func:`~sie3d.train.finished.ensure_rig`)."""
     from ..avatar.web import stage_avatar
     from ..render.web_viewer import install_viewer
+    from ..run_dir import AVATAR_RIG, has_checkpoints
 
+    source = Path(source)
+    if source.is_dir() and not (source / AVATAR_RIG).is_file() and has_checkpoints(source):
+        from ..train.finished import ensure_rig  # torch: only a run that predates avatar.rig needs it
+
+        ensure_rig(source)
     install_viewer(root)
     return "index.html?" + stage_avatar(source, root, "avatar")
 

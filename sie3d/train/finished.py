@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 
 from ..avatar.gaussians import MeshGaussians
+from ..avatar.rig import write_rig
 from ..avatar.template import HeadTemplate
 from ..avatar.template_files import load_template
 from ..config import Config, load_config
-from ..run_dir import CONFIG_FILE as RUN_CONFIG
+from ..run_dir import AVATAR_RIG, CONFIG_FILE as RUN_CONFIG
 from .checkpoint import load_newest_checkpoint
 
 
@@ -55,3 +56,17 @@ def load_finished_avatar(run_dir: str | Path, device: torch.device | str = "cpu"
         raise ValueError(f"{path}: {tuple(expression.shape)} expression coefficients, but the template "
                          f"{template.name!r} has {template.num_expressions}; was config.yaml edited?")
     return FinishedAvatar(run_dir, config, template, gaussians, expression, int(state["iteration"]))
+
+
+def ensure_rig(run_dir: str | Path) -> Path:
+    """The run's ``avatar.rig`` (what the book's viewer poses live), written from its newest checkpoint when
+    the run predates rigs (``sie3d generate`` writes it on export); returns its path.
+
+    Raises:
+        FileNotFoundError: no rig and no checkpoint to make one from (see :func:`load_finished_avatar`).
+    """
+    path = Path(run_dir) / AVATAR_RIG
+    if not path.is_file():
+        avatar = load_finished_avatar(run_dir)
+        write_rig(avatar.gaussians, avatar.expression, path, avatar.config.cameras)
+    return path
