@@ -56,6 +56,7 @@ import skimage.data
 from IPython.display import Markdown, display
 
 from sie3d.avatar.animate import morph_coefficients, orbit_azimuths, render_morph, target_coefficients
+from sie3d.avatar.web import show_avatar
 from sie3d.batch.engine import run_batch
 from sie3d.batch.manifest import BatchRun, Person
 from sie3d.config import load_config
@@ -65,7 +66,7 @@ from sie3d.render.media import save_image
 from sie3d.render.sequences import labelled_strip
 from sie3d.request import resolve_request
 from sie3d.run_dir import read_summary
-from sie3d.train.finished import load_finished_avatar
+from sie3d.train.finished import ensure_rig, load_finished_avatar
 
 warnings.simplefilter("ignore", FaceWarning)  # the astronaut's suit holds a weak second "face"
 run_overrides = [*overrides] + ([f"train.iterations={iterations}"] if iterations else [])
@@ -168,6 +169,15 @@ plt.imshow(display_strip)
 plt.axis("off")
 plt.title(f"re-posed --to {repose_to} ({described})", fontsize=9)
 plt.show()
+
+# %% [markdown]
+# The same avatar live in the browser: its `avatar.rig` posed by the page itself, a slider per emotion
+# (the prototypes table training uses), per blendshape and an intensity, combined as
+# c = blendshapes + intensity × Σ emotion × its prototype, the blendshapes starting at the avatar's own.
+
+# %% tags=["hide-input"]
+ensure_rig(grid[-1].run_dir)  # a reused run made before avatar.rig existed gets it from its checkpoint
+display(show_avatar(grid[-1].run_dir, title=f"η = {intensities[-1]:g}, live expression sliders"))
 
 # %% [markdown]
 # ## Summary
