@@ -6,7 +6,8 @@ built with ``build_book``; its HTML must load nothing from another host. The pag
 module scripts and fetch() there): dlib must find an upright face in the viewer, and the live rig must
 answer its sliders: ``sie3dSet({surprise: 1})`` opens the mouth, dlib's 68-landmark inner-lip gap on the
 canvas growing by at least half of the subject photo's own gap (both in inter-ocular distances,
-:func:`sie3d.face.landmarks.expression_measures`), and setting it back to 0 closes it. The frame time the
+:func:`sie3d.face.landmarks.expression_measures`), and setting it back to 0 closes it; the page's own pose
+(JavaScript) matches the package's rig reader. The frame time the
 page measures (re-pose + sort + draw after a slider change) is printed and recorded as a test property.
 Static splats (a ``.ply`` or ``.spz``, shown without sliders) must come out upright from a y-down ``.ply``
 and upside down when its header lies (so the check can fail); without WebGL 2 the page shows the turntable.
@@ -29,11 +30,13 @@ from helpers_browser import Chromium, chromium_executable
 
 from sie3d.avatar.gaussians import quat_multiply
 from sie3d.avatar.ply import save_ply
+from sie3d.avatar.rig import read_rig
 from sie3d.avatar.web import stage_avatar
 from sie3d.book import build_book, external_loads
 from sie3d.commands.view import make_server
 from sie3d.face.detect import detect_faces
 from sie3d.face.landmarks import expression_measures, landmarks_68
+from sie3d.render.rasterize import covariance_3d
 from sie3d.render.splats import Splats
 from sie3d.weights import is_available
 
@@ -206,8 +209,27 @@ def test_book_page_from_disk_shows_an_upright_face(built_book, browser):
     _assert_upright_face(image, "the book's viewer opened from disk")
 
 
+def _assert_page_pose_is_the_rigs(browser, session, run: Path, step: int = 97) -> None:
+    """The page's JavaScript pose at the sliders' c = own + 1·surprise's prototype against the package's
+    reader (``Rig.pose``, itself checked against the trainer's ``MeshGaussians.to_world``): every step-th
+    splat's mean within 1e-5 of the head size, covariance within 1e-3 of its largest entry."""
+    rig = read_rig(run / "avatar.rig")
+    posed = rig.pose(rig.coefficients + rig.emotion_coefficients("surprise"))
+    page = browser.evaluate(session, f"sie3dSplats({step})")
+    means, covs = (torch.tensor(page[k], dtype=torch.float64) for k in ("means", "covs"))
+    expected_means = posed.means[::step].double()
+    sigma = covariance_3d(posed.quats[::step], posed.scales[::step]).double()
+    rows, cols = torch.triu_indices(3, 3)
+    expected_covs = sigma[:, rows, cols]  # xx, xy, xz, yy, yz, zz
+    assert means.shape == (len(expected_means) * 3,) and covs.shape == (len(expected_covs) * 6,)
+    assert (means.view(-1, 3) - expected_means).abs().max() < 1e-5 * rig.header["head_size"]
+    scale = expected_covs.abs().amax(-1, keepdim=True)
+    assert ((covs.view(-1, 6) - expected_covs).abs() / scale).max() < 1e-3
+
+
 @pytest.mark.parametrize("where", ["file", "http"])
-def test_the_surprise_slider_opens_the_mouth_and_closes_it_again(where, built_book, site, browser, record_property):
+def test_the_surprise_slider_opens_the_mouth_and_closes_it_again(where, built_book, site, browser, record_property,
+                                                                 quick_rig_run):
     import skimage.data
 
     query = "src=avatars%2Fface.rig.js"
@@ -222,6 +244,8 @@ def test_the_surprise_slider_opens_the_mouth_and_closes_it_again(where, built_bo
         image = browser.canvas(session, "#canvas")
         _save(image, f"rig_{where}_surprise{value}")
         gaps[value] = mouth_open(image)
+        if value == 1:
+            _assert_page_pose_is_the_rigs(browser, session, quick_rig_run)
     frame_ms = float(browser.evaluate(session, "document.body.dataset.frameMs"))
     record_property("frame_ms", frame_ms)
     print(f"[{where}] mouth opening (inter-ocular distances): photo {photo_gap:.3f}, canvas {gaps}; "

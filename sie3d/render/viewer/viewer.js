@@ -13,7 +13,8 @@
 // Hooks for tests: <body data-frames> counts drawn frames, data-frame-ms is the mean time of re-pose +
 // sort + draw (finished) after a slider change (data-pose-ms: the last re-pose + upload alone), data-error says why the page failed; the title ends in
 // "ready" once the avatar is drawn; window.sie3dSet({surprise: 1, intensity: 1, azimuth: 30}) moves
-// sliders (and the camera, degrees) and redraws at once, returning that frame's milliseconds.
+// sliders (and the camera, degrees) and redraws at once, returning that frame's milliseconds;
+// window.sie3dSplats(step) returns the posed means and covariances of every step-th splat.
 (function (S) {
   "use strict";
   const params = new URLSearchParams(window.location.search);
@@ -85,7 +86,8 @@
   function slider(parent, name, min, max, value) {
     const label = document.createElement("label");
     label.textContent = name.replace(/_/g, " ");
-    const input = Object.assign(document.createElement("input"), { type: "range", min, max, step: 0.05, value });
+    // step "any": a slider holds the exact value it is given (the avatar's own coefficients, sie3dSet's)
+    const input = Object.assign(document.createElement("input"), { type: "range", min, max, step: "any", value });
     const output = document.createElement("output");
     output.textContent = Number(value).toFixed(2);
     input.addEventListener("input", () => { output.textContent = Number(input.value).toFixed(2); request(2); });
@@ -103,12 +105,12 @@
   function buildPanel() {
     const h = avatar.header;
     sliders.intensity = document.getElementById("intensity");
-    sliders.intensity.addEventListener("input", () => { sliders.intensity.nextSibling.textContent = sliders.intensity.value; request(2); });
+    sliders.intensity.addEventListener("input", () => { setSlider("intensity", sliders.intensity.value); request(2); });
     for (const emotion of Object.keys(h.emotions)) {
       if (Object.keys(h.emotions[emotion]).length) sliders[emotion] = slider(document.getElementById("emotions"), emotion, 0, 1, 0);
     }
     h.blendshapes.forEach((name, k) => {
-      sliders[name] = slider(document.getElementById("blendshapes"), name, -0.5, 1.5, h.coefficients[k].toFixed(2));
+      sliders[name] = slider(document.getElementById("blendshapes"), name, -0.5, 1.5, h.coefficients[k]);
     });
     const reset = (base) => () => {
       for (const e of Object.keys(h.emotions)) if (sliders[e]) setSlider(e, 0);
@@ -130,6 +132,16 @@
     const t0 = performance.now();
     draw();
     return performance.now() - t0;
+  };
+
+  // the current pose of every step-th splat: {means: [x, y, z, ...], covs: [xx, xy, xz, yy, yz, zz, ...]}
+  window.sie3dSplats = function (step) {
+    const means = [], covs = [];
+    for (let i = 0; i < avatar.n; i += step) {
+      for (let d = 0; d < 3; d++) means.push(renderer.means[4 * i + d]);
+      for (let d = 0; d < 6; d++) covs.push(renderer.covs[8 * i + d]);
+    }
+    return { means, covs };
   };
 
   function controls(canvas) {
