@@ -139,7 +139,6 @@ void main() {
       gl.activeTexture(gl.TEXTURE1);
       gl.bindTexture(gl.TEXTURE_2D, this.textures.cov);
       gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA32F, WIDTH, 2 * this.rows, 0, gl.RGBA, gl.FLOAT, this.covs);
-      this.sortedFor = null;
     }
 
     // back to front along the view direction `forward` (unit, world) from `eye`: a 16-bit counting sort
