@@ -56,6 +56,8 @@ import skimage.data
 from IPython.display import Markdown, display
 
 from sie3d.avatar.animate import morph_coefficients, orbit_azimuths, render_morph, target_coefficients
+from sie3d.avatar.rig import read_rig, write_rig
+from sie3d.avatar.rig_widget import RigPanel
 from sie3d.avatar.web import show_avatar
 from sie3d.batch.engine import run_batch
 from sie3d.batch.manifest import BatchRun, Person
@@ -65,8 +67,8 @@ from sie3d.face.expression_text import UnknownExpression
 from sie3d.render.media import save_image
 from sie3d.render.sequences import labelled_strip
 from sie3d.request import resolve_request
-from sie3d.run_dir import read_summary
-from sie3d.train.finished import ensure_rig, load_finished_avatar
+from sie3d.run_dir import AVATAR_RIG, read_summary
+from sie3d.train.finished import load_finished_avatar
 
 warnings.simplefilter("ignore", FaceWarning)  # the astronaut's suit holds a weak second "face"
 run_overrides = [*overrides] + ([f"train.iterations={iterations}"] if iterations else [])
@@ -171,12 +173,36 @@ plt.title(f"re-posed --to {repose_to} ({described})", fontsize=9)
 plt.show()
 
 # %% [markdown]
-# The same avatar live in the browser: its `avatar.rig` posed by the page itself, a slider per emotion
-# (the prototypes table training uses), per blendshape and an intensity, combined as
+# ## The rig: any expression, live
+#
+# Every finished run also writes `avatar.rig` (the template mesh, its blendshapes and each Gaussian's
+# binding; README, "The rig file"), from which `sie3d.avatar.rig.Rig.pose` re-poses the avatar at any
+# coefficients without the trainer. Below: the same avatar at each emotion's prototype (intensity 1)
+# from the rig. With `interactive = True` (e.g. in JupyterLab) the next cell also shows a panel
+# (emotion, intensity, azimuth) that re-renders on every change (`sie3d.avatar.rig_widget.RigPanel`).
+
+# %% tags=["hide-input"]
+rig_path = grid[-1].run_dir / AVATAR_RIG
+if not rig_path.is_file():  # a run cached before avatar.rig was written
+    write_rig(avatar.gaussians, avatar.expression, rig_path, config.cameras)
+panel = RigPanel(read_rig(rig_path), 160, config.render.backend)
+shown = ["own", "neutral", "happy", "sad", "surprise", "angry"]
+plt.figure(figsize=(11, 2.4))
+plt.imshow(labelled_strip([panel.render(emotion, 1.0, 0.0) for emotion in shown], shown))
+plt.axis("off")
+plt.title(f"{rig_path.name}: {rig_path.stat().st_size / 1e6:.2f} MB, posed at each emotion", fontsize=9)
+plt.show()
+
+# %% tags=["remove-cell"]
+if interactive:
+    display(panel.widget(emotion="surprise"))
+
+# %% [markdown]
+# The same `avatar.rig` live in the browser: the book's viewer poses it itself, with a slider per emotion
+# (the same prototypes table), per blendshape and an intensity, combined as
 # c = blendshapes + intensity × Σ emotion × its prototype, the blendshapes starting at the avatar's own.
 
 # %% tags=["hide-input"]
-ensure_rig(grid[-1].run_dir)  # a reused run made before avatar.rig existed gets it from its checkpoint
 display(show_avatar(grid[-1].run_dir, title=f"η = {intensities[-1]:g}, live expression sliders"))
 
 # %% [markdown]

@@ -24,7 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("render a run or .ply: turntable, view grid", "issue 3 (avatar/renderer)"),
     "view": ("serve a run or .ply/.spz in the interactive 3DGS viewer (local HTTP)", "issue 14 (web viewer)"),
     "generate": ("photo + expression text -> 3D Gaussian avatar run directory", "issue 6 (generation)"),
-    "animate": ("re-pose a finished avatar: morph to another expression on video", "issue 16 (expression control)"),
+    "animate": ("re-pose a finished avatar: morph to another expression on video, bake static expressions, "
+                "write its rig", "issue 16 (expression control)"),
     "evaluate": ("FID/KID, ID and NPS over run directories", "issue 7 (evaluation)"),
     "ablations": ("generate and evaluate the ablation grid (skips finished runs)", "issue 7 (evaluation)"),
     "batch": ("many avatars from a YAML manifest on Ray (resumable, skips finished runs)", "issue 15 (batch)"),

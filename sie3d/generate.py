@@ -5,7 +5,7 @@ Three steps: prepare the subject (:func:`sie3d.subject.prepare_subject`) and pai
 (:func:`export`) and write what the run measured of itself (:func:`summarise`, through the face readout
 :mod:`sie3d.face.readout`). The run directory's layout is :mod:`sie3d.run_dir`'s: ``avatar.ply`` (INRIA
 layout, COLMAP y-down convention, at the target expression) + ``avatar.spz`` (the same, compressed, for
-web viewers), ``frontal.png``, ``views/view_NNN.png`` + ``views.png`` (grid), ``turntable.mp4`` +
+web viewers), ``avatar.rig`` (posable at any expression, :mod:`sie3d.avatar.rig`), ``frontal.png``, ``views/view_NNN.png`` + ``views.png`` (grid), ``turntable.mp4`` +
 ``turntable.gif``, ``summary.json`` (:class:`sie3d.run_dir.Summary`).
 """
 
@@ -61,8 +61,7 @@ class Exported:
 
 
 def export(trainer: AvatarTrainer, out: Path) -> Exported:
-    """Write the avatar (``avatar.ply``, ``avatar.spz``; ``avatar.rig``, posable at any expression, which the
-    book's viewer re-poses live) and its renders (frontal, views, turntable)."""
+    """Write the avatar (``avatar.ply``, ``avatar.spz``, ``avatar.rig``) and its renders (frontal, views, turntable)."""
     config = trainer.config
     cams = config.cameras
     with torch.no_grad():

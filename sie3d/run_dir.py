@@ -7,7 +7,7 @@ One ``sie3d generate`` run writes (names below; nothing else in the package spel
     inputs/photo_K.png    the photos as read (INPUTS_DIR)
     metrics.jsonl         one line per logged iteration (METRICS_LOG)
     checkpoints/          resumable state (CHECKPOINT_DIR)
-    avatar.ply, avatar.spz, frontal.png, frontal_photo_expression.png, views/, views.png,
+    avatar.ply, avatar.spz, avatar.rig (posable: sie3d.avatar.rig), frontal.png, frontal_photo_expression.png, views/, views.png,
     turntable.mp4, turntable.gif
     summary.json          what the run measured of itself (SUMMARY_FILE)
     metrics.json          written by ``sie3d evaluate`` (EVALUATION_METRICS)

@@ -153,7 +153,7 @@ def tiny_run(tmp_path_factory):
         gaussians.params["color"].add_(torch.randn(gaussians.params["color"].shape, generator=generator))
     expression = template.expression_coefficients(smile=0.7)
     save_checkpoint(checkpoint_path(run, 60), {"iteration": 60, "gaussians": gaussians.state_dict(),
-                                                "expression": expression})
+                                                "expression": expression, "template_vertices": template.vertices})
     return run, template, gaussians, expression
 
 
@@ -206,6 +206,55 @@ def test_animate_components_and_errors(tiny_run, tmp_path, capsys):
     assert main(["animate", str(run), "--to", "neutral", "--frames", "1", "--resolution", "16",
                               "--out", str(tmp_path / "one.gif")]) == 0
     assert iio.imread(tmp_path / "one.gif").shape[0] == 1
+
+
+def test_bake_writes_upright_static_expressions_and_write_rig_the_rig(tiny_run, tmp_path):
+    from sie3d.avatar.ply import load_ply, ply_convention, read_ply
+    from sie3d.avatar.rig import read_rig
+    from sie3d.avatar.spz import load_spz
+    from sie3d.avatar.template import EXPRESSION_PROTOTYPES
+
+    run, template, gaussians, own = tiny_run
+    out = tmp_path / "baked"
+    assert main(["animate", str(run), "--bake", "neutral,happy,surprise:0.5", "--bake-dir", str(out),
+                 "--write-rig", str(tmp_path / "a.rig")]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"avatar_{n}.{ext}" for n in ("neutral", "happy",
+                                                                                       "surprise_0.5")
+                                                            for ext in ("spz", "ply"))
+    for name, named in (("neutral", {}), ("surprise_0.5", {k: 0.5 * w for k, w in EXPRESSION_PROTOTYPES["surprise"].items()})):
+        expected = gaussians.to_world(_deformed_by_hand(template, named)).detach()
+        # .spz: sie3d's y-up world as is (SPZ's RUB axes), to its 1/4096 fixed point
+        assert (load_spz(out / f"avatar_{name}.spz").means - expected.means).abs().max() <= 0.5 / 4096 + 1e-5
+        ply = out / f"avatar_{name}.ply"
+        assert ply_convention(ply) == "colmap"
+        assert torch.allclose(load_ply(ply).means, expected.means, atol=1e-5)
+        # upright in a y-down viewer: the crown (top in sie3d's world) has the smallest y in the file
+        raw_y = torch.from_numpy(read_ply(ply)["vertex"]["y"].copy())
+        assert int(raw_y.argmin()) == int(expected.means[:, 1].argmax())
+    # the rig of a run that predates avatar.rig poses like the trainer
+    rig = read_rig(tmp_path / "a.rig")
+    error = (rig.pose().means - gaussians.to_world(template.deform(own)).detach().means).norm(dim=-1).max()
+    assert error <= 1e-3 * rig.header["head_size"]
+    assert main(["animate", str(run), "--bake", "smug", "--bake-dir", str(out)]) == 1
+    assert main(["animate", str(run)]) == 1  # nothing asked
+
+
+def test_an_older_person_fitted_run_needs_its_photo(tiny_run, tmp_path):
+    """Checkpoints without template_vertices redo the person fit from inputs/photo_0.png."""
+    import shutil
+
+    from sie3d.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+    from sie3d.train.finished import load_finished_avatar
+
+    run, *_ = tiny_run
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    path = checkpoint_path(old, 60)
+    state = load_checkpoint(path)
+    del state["template_vertices"]
+    save_checkpoint(path, state)
+    with pytest.raises(FileNotFoundError, match="photo_0.png"):
+        load_finished_avatar(old)
 
 
 def test_intensity_sweep_makes_one_run_per_eta_a_strip_a_video_and_a_table(tmp_path, monkeypatch, repo_root):

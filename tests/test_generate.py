@@ -17,7 +17,7 @@ from sie3d.avatar.ply import load_ply
 from sie3d.cli import main
 from sie3d.run_dir import read_summary
 
-OUTPUTS = ("avatar.ply", "turntable.mp4", "turntable.gif", "views.png", "frontal.png", "metrics.jsonl",
+OUTPUTS = ("avatar.ply", "avatar.spz", "avatar.rig", "turntable.mp4", "turntable.gif", "views.png", "frontal.png", "metrics.jsonl",
            "summary.json", "config.yaml", "manifest.json")
 
 

@@ -6,6 +6,7 @@ import gzip
 import math
 import struct
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,3 +140,21 @@ def test_size_is_at_most_twice_the_spz(builtin_avatar, tmp_path):
     with torch.no_grad():
         spz = save_spz(gaussians.to_world(gaussians.template.deform(own)), tmp_path / "avatar.spz")
     assert rig.stat().st_size <= 2 * spz.stat().st_size, (rig.stat().st_size, spz.stat().st_size)
+
+
+def test_the_widget_re_renders_when_the_emotion_changes(builtin_avatar):
+    pytest.importorskip("ipywidgets")
+    from sie3d.avatar.rig_widget import RigPanel
+
+    gaussians, own = builtin_avatar
+    panel = RigPanel(decode_rig(encode_rig(gaussians, own)), resolution=48, backend="torch")
+    box = panel.widget()
+    assert panel.emotion.options == ("own", *EXPRESSION_PROTOTYPES) and box.children[1] is panel.image
+    panel.emotion.value = "neutral"
+    neutral_png = panel.image.value
+    panel.emotion.value = "surprise"  # the observer re-renders
+    surprise_png = panel.image.value
+    assert surprise_png[:8] == b"\x89PNG\r\n\x1a\n" and surprise_png != neutral_png
+    assert np.array_equal(panel.render("surprise", 1.0, 0.0), panel.render("surprise", 1.0, 0.0))
+    assert not np.array_equal(panel.render("surprise", 1.0, 0.0), panel.render("neutral", 1.0, 0.0))
+    assert torch.equal(panel.coefficients("own", 0.5), 0.5 * own)

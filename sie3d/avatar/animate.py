@@ -11,7 +11,9 @@ coefficient vector ``c`` ``[K]`` poses it: ``gaussians.to_world(template.deform(
   FLAME's PCA components have no emotion meaning, name them instead); the weight multiplies the
   coefficients (default 1);
 * interpolates linearly from the avatar's own coefficients to the target (:func:`morph_coefficients`)
-  while the camera orbits slowly (:func:`orbit_azimuths`), and renders each pose (:func:`render_morph`).
+  while the camera orbits slowly (:func:`orbit_azimuths`), and renders each pose (:func:`render_morph`);
+* bakes one static ``.spz`` + ``.ply`` per requested expression for common splat viewers
+  (:func:`bake_expressions`).
 
 The templates here carry expression blendshapes only: FLAME's jaw *pose* (a joint rotation with
 linear blend skinning) is not modelled; the built-in head opens its jaw with the ``mouth_open``
@@ -20,7 +22,9 @@ blendshape.
 
 from __future__ import annotations
 
-from typing import Callable
+import re
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +33,8 @@ from ..face.expression_text import UnknownExpression, match_words
 from ..render.media import render_views
 from ..render.splats import Splats
 from .gaussians import MeshGaussians
+from .ply import save_ply
+from .spz import save_spz
 from .template import BUILTIN_EXPRESSIONS, EXPRESSION_PROTOTYPES, HeadTemplate
 
 
@@ -112,3 +118,21 @@ def render_morph(gaussians: MeshGaussians, coefficients: torch.Tensor, azimuths_
             on_pose(i, splats)
         frames.append(render_views(splats, [float(azimuth)], resolution, **render_kwargs)[0])
     return np.stack(frames)
+
+
+def bake_expressions(gaussians: MeshGaussians, requests: Sequence[str], out_dir: str | Path) -> list[tuple[Path, Path]]:
+    """One static avatar per request (``EXPRESSION[:WEIGHT]``, see :func:`target_coefficients`):
+    ``out_dir/avatar_<request>.spz`` and ``.ply``, posed by :func:`posed_splats`.
+
+    The ``.spz`` is in sie3d's world (SPZ's RUB axes, what Spark reads), the ``.ply`` in the COLMAP y-down
+    convention SuperSplat and INRIA-style viewers expect (:mod:`sie3d.avatar.ply`): both open upright.
+    Returns the ``(spz, ply)`` paths in request order.
+    """
+    out_dir = Path(out_dir)
+    poses = [(request, target_coefficients(request, gaussians.template)[0]) for request in requests]  # errors first
+    written = []
+    for request, coefficients in poses:
+        splats = posed_splats(gaussians, coefficients).to("cpu")
+        stem = "avatar_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", request.strip())
+        written.append((save_spz(splats, out_dir / f"{stem}.spz"), save_ply(splats, out_dir / f"{stem}.ply")))
+    return written

@@ -2,12 +2,16 @@
 
 ``avatar.ply`` holds world-space splats frozen at one expression; re-posing needs the Gaussians in
 their faces' frames, which the run's newest checkpoint holds (``gaussians`` state, ``expression``
-coefficients ``[K]``), together with the template ``config.yaml`` names.
+coefficients ``[K]``), together with the template they are bound to: the one ``config.yaml`` names,
+shaped like the person when ``models.person_shape`` is on. Checkpoints keep that template's rest
+vertices (``template_vertices``); for runs older than that, the person fit is redone from the run's
+``inputs/photo_0.png`` (:func:`sie3d.subject.prepare_subject`, a few seconds; it reproduces
+``avatar.spz`` to its 1/4096 precision).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,7 +21,7 @@ from ..avatar.rig import write_rig
 from ..avatar.template import HeadTemplate
 from ..avatar.template_files import load_template
 from ..config import Config, load_config
-from ..run_dir import AVATAR_RIG, CONFIG_FILE as RUN_CONFIG
+from ..run_dir import AVATAR_RIG, CONFIG_FILE as RUN_CONFIG, input_photo_path
 from .checkpoint import load_newest_checkpoint
 
 
@@ -47,7 +51,7 @@ def load_finished_avatar(run_dir: str | Path, device: torch.device | str = "cpu"
         raise FileNotFoundError(f"{run_dir} has no checkpoint under checkpoints/; was the run started?")
     path, state = newest
     config = load_config(run_dir / RUN_CONFIG)
-    template = load_template(config.models).to(device)
+    template = _bound_template(run_dir, config, state).to(device)
     gaussians = MeshGaussians(template, config.gaussians).to(device)
     gaussians.load_state_dict(state["gaussians"])
     gaussians.eval()
@@ -56,6 +60,21 @@ def load_finished_avatar(run_dir: str | Path, device: torch.device | str = "cpu"
         raise ValueError(f"{path}: {tuple(expression.shape)} expression coefficients, but the template "
                          f"{template.name!r} has {template.num_expressions}; was config.yaml edited?")
     return FinishedAvatar(run_dir, config, template, gaussians, expression, int(state["iteration"]))
+
+
+def _bound_template(run_dir: Path, config: Config, state: dict) -> HeadTemplate:
+    """The template the checkpoint's Gaussians are bound to (see the module docstring)."""
+    template = load_template(config.models)
+    if "template_vertices" in state:
+        return replace(template, vertices=state["template_vertices"].float())
+    if not config.models.person_shape:
+        return template
+    from ..subject import make_subject, prepare_subject  # noqa: PLC0415 (older runs only: face models)
+
+    photo = input_photo_path(run_dir, 0)
+    if not photo.is_file():
+        raise FileNotFoundError(f"{run_dir}: the run shaped its template to the photo, but {photo} is missing")
+    return prepare_subject(make_subject([photo], config.models), config, torch.device("cpu"), template).template
 
 
 def ensure_rig(run_dir: str | Path) -> Path:

@@ -314,6 +314,7 @@ class AvatarTrainer:
             "iteration": self.iteration,
             "gaussians": self.gaussians.state_dict(),
             "expression": self.expression.detach().cpu(),
+            "template_vertices": self.template.vertices.detach().cpu(),  # person-fitted: see load_finished_avatar
             "optimizer": self.optimizer.state_dict(),
             "strategy": self.strategy.state_dict(),
             "lr_scale": self.lr_scale,
