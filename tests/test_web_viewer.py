@@ -105,7 +105,8 @@ def test_sie3d_view_makes_the_rig_of_a_run_that_predates_it(tmp_path):
     template = load_template(config.models)
     gaussians = MeshGaussians(template, config.gaussians)
     own = template.expression_coefficients(smile=0.7)
-    save_checkpoint(checkpoint_path(run, 5), {"iteration": 5, "gaussians": gaussians.state_dict(), "expression": own})
+    save_checkpoint(checkpoint_path(run, 5), {"iteration": 5, "gaussians": gaussians.state_dict(), "expression": own,
+                                               "template_vertices": template.vertices})
     page = prepare_site(run, tmp_path / "site")
     assert "avatars%2Favatar.rig.js" in page and (run / "avatar.rig").is_file()
     rig = decode_rig(_script_bytes(tmp_path / "site/avatars/avatar.rig.js", "SIE3D_RIGS", "avatar"))
