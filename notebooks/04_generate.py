@@ -302,10 +302,13 @@ if people_runs:
     fig.savefig(out_dir / "more_people.png", dpi=80, bbox_inches="tight")
 
 # %% tags=["hide-input"]
-# each avatar in an interactive orbit viewer (three.js + Spark from the book's own files; the turntable without WebGL)
+# each avatar in the book's live viewer (its avatar.rig posed in the browser by the expression sliders; our own
+# WebGL 2 splat renderer from the book's files, from disk or over HTTP; the turntable without WebGL 2)
 from sie3d.avatar.web import show_avatar
+from sie3d.train.finished import ensure_rig
 
 for name, (run_dir, _) in runs.items():
+    ensure_rig(run_dir)  # a reused run made before avatar.rig existed gets it from its checkpoint
     display(show_avatar(run_dir, title=name))
 
 # %% [markdown]

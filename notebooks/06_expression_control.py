@@ -59,6 +59,7 @@ from IPython.display import Markdown, display
 from sie3d.avatar.animate import morph_coefficients, orbit_azimuths, render_morph, target_coefficients
 from sie3d.avatar.rig import read_rig, write_rig
 from sie3d.avatar.rig_widget import RigPanel
+from sie3d.avatar.web import show_avatar
 from sie3d.batch.engine import run_batch
 from sie3d.batch.manifest import BatchRun, Person
 from sie3d.config import load_config
@@ -199,6 +200,14 @@ plt.show()
 # %% tags=["remove-cell"]
 if interactive:
     display(panel.widget(emotion="surprise"))
+
+# %% [markdown]
+# The same `avatar.rig` live in the browser: the book's viewer poses it itself, with a slider per emotion
+# (the same prototypes table), per blendshape and an intensity, combined as
+# c = blendshapes + intensity × Σ emotion × its prototype, the blendshapes starting at the avatar's own.
+
+# %% tags=["hide-input"]
+display(show_avatar(grid[-1].run_dir, title=f"η = {intensities[-1]:g}, live expression sliders"))
 
 # %% [markdown]
 # ## Summary

@@ -173,7 +173,7 @@ def write_pipeline_figure(path: Path) -> Path:
 
 
 def install_web_assets(book_dir: Path) -> Path:
-    """Copy MathJax and the 3DGS viewer page with its scripts (npm files from the weights cache) into
+    """Copy MathJax (npm files from the weights cache) and the 3DGS viewer page with its scripts (ours) into
     ``book/_extra``, which Jupyter Book copies to the site root (``html_extra_path``; ``mathjax_path`` in
     book/_config.yml points there): no built page loads anything from another host."""
     from .avatar.web import BOOK_VIEWER

@@ -65,10 +65,14 @@ class Chromium:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 return reply["result"]
 
-    def open(self, url: str, size: tuple[int, int] | None = None) -> str:
-        """A new page at ``url`` (``size``: its viewport, width and height in CSS pixels); returns its session id."""
+    def open(self, url: str, size: tuple[int, int] | None = None, before_load: str | None = None) -> str:
+        """A new page at ``url`` (``size``: its viewport, width and height in CSS pixels; ``before_load``: JS
+        run in every document before its own scripts); returns its session id."""
         target = self.send("Target.createTarget", url="about:blank")["targetId"]
         session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        if before_load:
+            self.send("Page.enable", session)
+            self.send("Page.addScriptToEvaluateOnNewDocument", session, source=before_load)
         if size:
             self.send("Emulation.setDeviceMetricsOverride", session, width=size[0], height=size[1],
                       deviceScaleFactor=1, mobile=False)
@@ -87,6 +91,13 @@ class Chromium:
                 return value
             time.sleep(poll)
         raise TimeoutError(f"{expression!r} stayed falsy for {timeout} s")
+
+    def canvas(self, session: str, selector: str = "canvas") -> np.ndarray:
+        """[H, W, 3] uint8 RGB of a canvas's pixels (``toDataURL``: needs ``preserveDrawingBuffer`` for WebGL)."""
+        from PIL import Image
+
+        url = self.evaluate(session, f"document.querySelector({json.dumps(selector)}).toDataURL('image/png')")
+        return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
 
     def screenshot(self, session: str) -> np.ndarray:
         """[H, W, 3] uint8 RGB of the page."""

@@ -4,7 +4,6 @@ import sys
 import pytest
 
 from sie3d.cli import COMMANDS, main
-from sie3d.weights import is_available
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -60,8 +59,6 @@ def test_a_command_without_its_module_says_which_issue_delivers_it(capsys, monke
     assert "sie3d teleport: not implemented yet; it is delivered by issue 99" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (is_available("viewer-three") and is_available("viewer-spark")),
-                    reason="viewer scripts not cached: sie3d weights download --offline-set")
 def test_bench_cli_times_help_and_view(capsys):
     assert main(["bench", "cli", "--repeats", "1"]) == 0
     out = capsys.readouterr().out

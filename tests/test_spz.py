@@ -1,5 +1,6 @@
 """.spz export: hand-computed bytes, a round trip against the .ply within the format's quantisation,
-the version-2 layout, and errors. (The browser test renders an .spz with Spark's own decoder.)"""
+the version-2 layout, and errors. (The browser test renders static splats as .spz with the viewer page's own
+JavaScript decoder, sie3d/render/viewer/splat-data.js.)"""
 
 import gzip
 import math

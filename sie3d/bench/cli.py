@@ -12,8 +12,7 @@ resolves to that checkout. Cases:
 the machine left it: dropping it needs root); ``repeated`` is the median (min, max) of ``--repeats``
 further runs. Wall seconds; the load average is printed beside them, the machine may be shared.
 ``RUN`` defaults to a synthetic finished run (seeded random splats as ``avatar.spz`` and a
-``config.yaml``) in a temporary folder; ``view`` needs the viewer scripts cached
-(``sie3d weights download --offline-set``).
+``config.yaml``) in a temporary folder.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``sie3d view RUN_DIR|avatar.ply|avatar.spz [--port N] [--no-browser]``: the book's orbit viewer, served locally.
 
-The viewer page and its vendored scripts (three.js, Spark; ``sie3d weights download --offline-set``)
-and the avatar as ``.spz`` go to a temporary folder that the standard library's HTTP server serves
-on 127.0.0.1 until Ctrl-C.
+The viewer page (our WebGL 2 splat renderer, :mod:`sie3d.render.web_viewer`) and the avatar (a run's
+``avatar.rig`` with its expression sliders, else static splats) go to a temporary folder that the
+standard library's HTTP server serves on 127.0.0.1 until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ DEFAULT_PORT = 8765
 def add_parser(sub, name, help_text):
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.add_argument("source", metavar="RUN_OR_SPLATS",
-                        help="a run directory (avatar.spz / avatar.ply), a .ply (either convention) or an .spz")
+                        help="a run directory (avatar.rig, else avatar.spz / avatar.ply), an avatar.rig, a .ply "
+                             "(either convention) or an .spz")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--no-browser", action="store_true", help="only print the URL")
@@ -31,18 +32,24 @@ def add_parser(sub, name, help_text):
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript",
-                      ".spz": "application/octet-stream", ".ply": "application/octet-stream"}
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript"}
 
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
         pass
 
 
 def prepare_site(source: str | Path, root: str | Path) -> str:
-    """Install the viewer into ``root`` with the avatar of ``source``; returns the page path + query."""
+    """Install the viewer into ``root`` with the avatar of ``source``; returns the page path + query. A run
+    directory that predates ``avatar.rig`` gets it from its newest checkpoint (:func:`~sie3d.train.finished.ensure_rig`)."""
     from ..avatar.web import stage_avatar
     from ..render.web_viewer import install_viewer
+    from ..run_dir import AVATAR_RIG, has_checkpoints
 
+    source = Path(source)
+    if source.is_dir() and not (source / AVATAR_RIG).is_file() and has_checkpoints(source):
+        from ..train.finished import ensure_rig  # torch: only a run that predates avatar.rig needs it
+
+        ensure_rig(source)
     install_viewer(root)
     return "index.html?" + stage_avatar(source, root, "avatar")
 
@@ -59,7 +66,7 @@ def make_server(root: str | Path, host: str = "127.0.0.1", port: int = 0) -> Thr
 def run(args) -> int:
     source = Path(args.source)
     if not source.exists():
-        raise UserError(f"{source} does not exist; give a run directory, a .ply or an .spz")
+        raise UserError(f"{source} does not exist; give a run directory, an avatar.rig, a .ply or an .spz")
     root = Path(tempfile.mkdtemp(prefix="sie3d-view-"))
     try:
         page = prepare_site(source, root)

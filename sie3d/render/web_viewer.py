@@ -1,70 +1,68 @@
-"""The interactive 3DGS viewer page (three.js + Spark) that the book embeds and ``sie3d view`` serves.
+"""The interactive 3DGS viewer page that the book embeds and ``sie3d view`` serves.
 
-The page is ours (``sie3d/render/viewer/index.html`` + ``viewer.js``); its JavaScript libraries are
-npm tarballs fetched once through the weights registry (``viewer-three``, ``viewer-spark``, version
-and integrity pinned) and copied beside it, so a served or built copy loads nothing from another
-host. Installed layout::
+The page is ours, plain files shipped in the package (``sie3d/render/viewer/``): ``index.html`` and three
+classic scripts (no ES modules, no ``fetch``: Chromium refuses both on pages opened from ``file://``, how
+most readers open a built book): ``splat-data.js`` (decode and pose a rig or an ``.spz``), ``splat-gl.js``
+(a WebGL 2 Gaussian-splat renderer: EWA-projected instanced quads, back-to-front counting sort,
+premultiplied alpha) and ``viewer.js`` (orbit controls, the expression sliders, the test hooks). Installed
+layout::
 
-    <dest>/index.html  viewer.js  vendor/three/...  vendor/spark/...  avatars/<name>.spz
+    <dest>/index.html  splat-data.js  splat-gl.js  viewer.js
+    <dest>/avatars/<name>.rig.js   (a live rig)   or   <name>.spz.js   (static splats)   [+ <name>.gif]
 
-The page reads ``?src=avatars/<name>.spz&up=y&radius=R&fov=DEG&turntable=...`` (see ``viewer.js``);
-its default camera is the frontal evaluation camera (``cameras.eval_radius`` / ``eval_fovy``).
+An avatar script is a classic script holding the gzip bytes in base64 (:func:`avatar_script`), so it loads
+from disk like the page. The page reads ``?src=avatars/<name>.rig.js&radius=R&fov=DEG&turntable=...``
+(see ``viewer.js``); a rig's header camera (the run's frontal evaluation camera) wins over the query's.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 import shutil
 from pathlib import Path
 from urllib.parse import urlencode
 
-from ..weights import get_spec, model_path
-
-#: the page and script of ours, shipped inside the package
+#: the page and scripts of ours, shipped inside the package
 PAGE_DIR = Path(__file__).resolve().parent / "viewer"
-PAGE_FILES = ("index.html", "viewer.js")
-#: registry model -> folder under ``vendor/`` its files are copied to (the import map in index.html)
-VENDOR = {"viewer-three": "three", "viewer-spark": "spark"}
+PAGE_FILES = ("index.html", "splat-data.js", "splat-gl.js", "viewer.js")
 AVATARS = "avatars"
-HELP_TEXT = "Drag to rotate, scroll or pinch to zoom, right-drag to pan, double-click for the front view."
+#: the global each kind of avatar script fills: name -> base64 of the gzip bytes
+SCRIPT_GLOBALS = {"rig": "SIE3D_RIGS", "spz": "SIE3D_SPLATS"}
+HELP_TEXT = ("Drag to rotate, scroll to zoom, double-click for the front view; the sliders pose the expression "
+             "(c = blendshapes + intensity × Σ emotion × its prototype).")
 
 
 def install_viewer(dest: str | Path) -> Path:
-    """Copy the viewer page and its vendored scripts into ``dest``; returns ``dest/index.html``.
-
-    Raises:
-        ModelNotAvailable: when the scripts are not cached (``sie3d weights download --offline-set``).
-    """
+    """Copy the viewer page and its scripts into ``dest`` (and make ``dest/avatars``); returns ``dest/index.html``."""
     dest = Path(dest)
+    (dest / AVATARS).mkdir(parents=True, exist_ok=True)
     for name in PAGE_FILES:
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PAGE_DIR / name, target)
-    for model, folder in VENDOR.items():
-        root = model_path(model)
-        for rel in get_spec(model).files():
-            target = dest / "vendor" / folder / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(root / rel, target)
-    (dest / AVATARS).mkdir(exist_ok=True)
+        shutil.copyfile(PAGE_DIR / name, dest / name)
     return dest / "index.html"
 
 
-def viewer_query(src: str, up: str = "y", radius: float = 4.5, fovy: float = 0.7,
-                 turntable: str | None = None) -> str:
-    """The page's query string: ``src`` relative to the page, ``up`` ``y`` or ``-y``, ``fovy`` in radians."""
-    if up not in ("y", "-y"):
-        raise ValueError(f"up must be 'y' or '-y', got {up!r}")
-    query = {"src": src, "up": up, "radius": f"{radius:g}", "fov": f"{math.degrees(fovy):.2f}"}
+def avatar_script(kind: str, name: str, data: bytes) -> str:
+    """The classic script that makes ``data`` (an ``avatar.rig`` or ``.spz``, gzip bytes) available to the page:
+    ``(window.SIE3D_RIGS = window.SIE3D_RIGS || {})["name"] = "<base64>";`` (``SIE3D_SPLATS`` for ``spz``)."""
+    if kind not in SCRIPT_GLOBALS:
+        raise ValueError(f"avatar script kind must be one of {sorted(SCRIPT_GLOBALS)}, got {kind!r}")
+    g = SCRIPT_GLOBALS[kind]
+    return f'(window.{g} = window.{g} || {{}})["{name}"] = "{base64.b64encode(data).decode("ascii")}";\n'
+
+
+def viewer_query(src: str, radius: float = 4.5, fovy: float = 0.7, turntable: str | None = None) -> str:
+    """The page's query string: ``src`` the avatar script relative to the page, ``fovy`` in radians."""
+    query = {"src": src, "radius": f"{radius:g}", "fov": f"{math.degrees(fovy):.2f}"}
     if turntable:
         query["turntable"] = turntable
     return urlencode(query)
 
 
 def iframe_html(page_url: str, height: int = 420, title: str = "avatar viewer") -> str:
-    """An ``<iframe>`` of the viewer page and a line saying how to rotate and zoom."""
+    """An ``<iframe>`` of the viewer page and a line saying how to rotate, zoom and pose."""
     return (f'<iframe src="{html.escape(page_url)}" title="{html.escape(title)}" width="100%" height="{height}" '
-            f'style="border:1px solid #ddd;border-radius:4px;max-width:640px" loading="lazy"></iframe>'
-            f'<p style="font-size:90%;color:#555">{html.escape(title)}: {HELP_TEXT} Without WebGL 2 the page shows '
-            "the turntable.</p>")
+            f'style="border:1px solid #ddd;border-radius:4px;max-width:720px" loading="lazy"></iframe>'
+            f'<p style="font-size:90%;color:#555">{html.escape(title)}: {html.escape(HELP_TEXT)} Without WebGL 2 '
+            "the page shows the turntable.</p>")

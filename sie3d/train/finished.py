@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from ..avatar.gaussians import MeshGaussians
+from ..avatar.rig import write_rig
 from ..avatar.template import HeadTemplate
 from ..avatar.template_files import load_template
 from ..config import Config, load_config
-from ..run_dir import CONFIG_FILE as RUN_CONFIG, input_photo_path
+from ..run_dir import AVATAR_RIG, CONFIG_FILE as RUN_CONFIG, input_photo_path
 from .checkpoint import load_newest_checkpoint
 
 
@@ -74,3 +75,17 @@ def _bound_template(run_dir: Path, config: Config, state: dict) -> HeadTemplate:
     if not photo.is_file():
         raise FileNotFoundError(f"{run_dir}: the run shaped its template to the photo, but {photo} is missing")
     return prepare_subject(make_subject([photo], config.models), config, torch.device("cpu"), template).template
+
+
+def ensure_rig(run_dir: str | Path) -> Path:
+    """The run's ``avatar.rig`` (what the book's viewer poses live), written from its newest checkpoint when
+    the run predates rigs (``sie3d generate`` writes it on export); returns its path.
+
+    Raises:
+        FileNotFoundError: no rig and no checkpoint to make one from (see :func:`load_finished_avatar`).
+    """
+    path = Path(run_dir) / AVATAR_RIG
+    if not path.is_file():
+        avatar = load_finished_avatar(run_dir)
+        write_rig(avatar.gaussians, avatar.expression, path, avatar.config.cameras)
+    return path

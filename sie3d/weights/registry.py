@@ -134,16 +134,10 @@ REGISTRY: dict[str, ModelSpec] = {
                "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6"),
               ("biden", "Joe Biden, as Vice President, smiling",
                "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c")]),
-        # the book's 3DGS viewer (sie3d.render.web_viewer) and its maths, served from the built book
+        # the book's maths, served from the built book
         *(ModelSpec(name, role, NpmSource(package, version, tuple(_WEB_FILES[name]), integrity), size, licence,
                     sha256=_WEB_FILES[name], offline=True)
           for name, role, package, version, integrity, size, licence in [
-              ("viewer-three", "three.js (the 3D library the splat viewer runs on)", "three", "0.180.0",
-               "sha512-o+qycAMZrh+TsE01GqWUxUIKR1AL0S8pq7zDkYOQw8GqfX8b8VoCKYUoHbhiX5j+7hr8XsuHDVU6+gkQJQKg9w==",
-               7_750_248, "MIT"),
-              ("viewer-spark", "Spark: Gaussian-splat renderer for three.js", "@sparkjsdev/spark", "2.2.0",
-               "sha512-wf5F2YAmPXnjm20/MgXYer9FQTXz2JOCo05HwxFkaD7Guk9rHVPIwdJ6fq0oF9ME0heMvYj+TxS6DTrucvy6KA==",
-               4_889_440, "MIT"),
               ("mathjax", "MathJax 3 (the book's TeX maths, served from its static files)", "mathjax", "3.2.2",
                "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==",
                6_132_118, "Apache-2.0")]),
