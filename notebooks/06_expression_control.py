@@ -57,7 +57,7 @@ import skimage.data
 from IPython.display import Markdown, display
 
 from sie3d.avatar.animate import morph_coefficients, orbit_azimuths, render_morph, target_coefficients
-from sie3d.avatar.rig import read_rig, write_rig
+from sie3d.avatar.rig import read_rig
 from sie3d.avatar.rig_widget import RigPanel
 from sie3d.avatar.web import show_avatar
 from sie3d.batch.engine import run_batch
@@ -66,10 +66,11 @@ from sie3d.config import load_config
 from sie3d.evaluation.paper_tables import markdown_table
 from sie3d.face.detect import FaceWarning
 from sie3d.face.expression_text import UnknownExpression
+from sie3d.render.figures import image_row
 from sie3d.render.media import save_image
 from sie3d.request import resolve_request
-from sie3d.run_dir import AVATAR_RIG, read_summary
-from sie3d.train.finished import load_finished_avatar
+from sie3d.run_dir import read_summary
+from sie3d.train.finished import ensure_rig, load_finished_avatar
 
 warnings.simplefilter("ignore", FaceWarning)  # the astronaut's suit holds a weak second "face"
 run_overrides = [*overrides] + ([f"train.iterations={iterations}"] if iterations else [])
@@ -168,12 +169,8 @@ avatar = load_finished_avatar(grid[-1].run_dir)
 target, described = target_coefficients(repose_to, avatar.template)
 frames = render_morph(avatar.gaussians, morph_coefficients(avatar.expression, target, 5), orbit_azimuths(5, 30.0),
                       192, camera_cfg=config.cameras, backend=config.render.backend)
-fig, axes = plt.subplots(1, len(frames), figsize=(2.3 * len(frames), 2.8))
-for i, (ax, frame) in enumerate(zip(axes, frames)):
-    ax.imshow(frame)
-    ax.set_axis_off()
-    ax.set_title(f"t = {i / (len(frames) - 1):.2f}", fontsize=11)
-fig.suptitle(f"re-posed --to {repose_to} ({described})", fontsize=10)
+image_row(list(frames), [f"t = {i / (len(frames) - 1):.2f}" for i in range(len(frames))],
+          f"re-posed --to {repose_to} ({described})")
 plt.show()
 
 # %% [markdown]
@@ -186,15 +183,11 @@ plt.show()
 # (emotion, intensity, azimuth) that re-renders on every change (`sie3d.avatar.rig_widget.RigPanel`).
 
 # %% tags=["hide-input"]
-rig_path = grid[-1].run_dir / AVATAR_RIG
-if not rig_path.is_file():  # a run cached before avatar.rig was written
-    write_rig(avatar.gaussians, avatar.expression, rig_path, config.cameras)
+rig_path = ensure_rig(grid[-1].run_dir)  # written from the checkpoint for a run cached before avatar.rig existed
 panel = RigPanel(read_rig(rig_path), 160, config.render.backend)
 shown = ["own", "neutral", "happy", "sad", "surprise", "angry"]
-plt.figure(figsize=(11, 2.4))
-plt.imshow(labelled_strip([panel.render(emotion, 1.0, 0.0) for emotion in shown], shown))
-plt.axis("off")
-plt.title(f"{rig_path.name}: {rig_path.stat().st_size / 1e6:.2f} MB, posed at each emotion", fontsize=9)
+image_row([panel.render(emotion, 1.0, 0.0) for emotion in shown], shown,
+          f"{rig_path.name} ({rig_path.stat().st_size / 1e6:.2f} MB) posed at each emotion, intensity 1", 1.9)
 plt.show()
 
 # %% tags=["remove-cell"]

@@ -1,11 +1,13 @@
-"""The pipeline diagram: nothing clipped, no text outside its box, no arrow through a box."""
+"""The pipeline diagram: nothing clipped, no text outside its box, no arrow through a box; image rows."""
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
-from sie3d.render.figures import PIPELINE_BOXES, pipeline_diagram  # noqa: E402
+from sie3d.render.figures import PIPELINE_BOXES, image_row, pipeline_diagram  # noqa: E402
 
 EPS = 1e-6
 
@@ -48,3 +50,15 @@ def test_layout_is_clean():
     for label in d.labels:
         assert not any(_overlap(label, box) for box in d.boxes.values())
     plt.close(fig)
+
+
+def test_image_row_titles_each_panel_and_refuses_a_missing_title():
+    images = [np.full((8, 8, 3), v, dtype=np.uint8) for v in (0, 128, 255)]
+    fig = image_row(images, ["a", "b", "c"], "row")
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == ["a", "b", "c"]
+    assert [int(ax.images[0].get_array()[0, 0, 0]) for ax in panels] == [0, 128, 255]
+    assert fig._suptitle.get_text() == "row"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one title per image"):
+        image_row(images, ["a", "b"])

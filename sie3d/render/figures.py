@@ -162,3 +162,22 @@ def pipeline_figure(fontsize: float = 9.0) -> plt.Figure:
     fig = plt.figure(figsize=(8, 5))
     pipeline_diagram(fig, fontsize=fontsize)
     return fig
+
+
+def image_row(images, titles, suptitle: str | None = None, panel_inches: float = 2.3,
+              fontsize: float = 11.0) -> plt.Figure:
+    """One row of image panels (``images``: ``[H, W, 3]`` arrays), each titled at a readable size.
+
+    Raises:
+        ValueError: a different number of images and titles, or none.
+    """
+    if len(images) != len(titles) or not images:
+        raise ValueError(f"{len(images)} images and {len(titles)} titles: give one title per image, at least one")
+    fig, axes = plt.subplots(1, len(images), figsize=(panel_inches * len(images), panel_inches + 0.5), squeeze=False)
+    for ax, image, title in zip(axes[0], images, titles):
+        ax.imshow(image)
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=fontsize)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=fontsize - 1)
+    return fig
