@@ -189,8 +189,10 @@ display(Markdown(ablation_report.movement_table(
 # %% tags=["hide-input"]
 # the same avatars in the interactive orbit viewer (drag to rotate, scroll to zoom; the turntable without WebGL)
 from sie3d.avatar.web import show_avatar
+from sie3d.train.finished import ensure_rig
 
 for ablation, files in run_files.items():
+    ensure_rig(files.run_dir)  # a reused run made before avatar.rig existed gets it from its checkpoint
     display(show_avatar(files.run_dir, title=labels[ablation], height=320))
 
 # %% [markdown]
