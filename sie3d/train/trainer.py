@@ -56,6 +56,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .divergence import TrainingDiverged, all_finite, restore, snapshot
+from .frontal_windows import emotion_window, reference_window
 from .losses import (expression_prior_target, loss_expression_prior, loss_lap, loss_pos, mean_scale_loss,
                      tv_loss, uniform_neighbours)
 from .metrics_log import append_record, keep_before, summary_line
@@ -121,9 +122,15 @@ class AvatarTrainer:
                 self.template.expression_names, EMOTIONS[self.target_emotion], eta))
             if loss_cfg.lambda_expression_prior > 0:
                 self.prior_floor = floor
-        self.reference = prepared.reference
+        # each frontal loss renders only the window of the frontal camera it reads (sie3d.train.frontal_windows)
+        tile = config.render.tile_size
         self.photo_expression = prepared.photo_expression
-        self.face_box = prepared.face_box.to(device)  # [4], read by every emotion step
+        self.reference = None
+        if prepared.reference is not None:
+            self.reference_camera, self.reference = reference_window(self.frontal, prepared.reference, tile)
+            # the photo's expression is fixed: its template vertices are deformed once
+            self.photo_vertices = self.expression_vertices(self.photo_expression.to(device)).detach()
+        self.emotion_camera, self.face_box = emotion_window(self.frontal, prepared.face_box.to(device), tile)
 
         self.optimizer = torch.optim.Adam(self._param_groups(), eps=config.optim.adam_eps)
         self.iteration = 0
@@ -207,8 +214,8 @@ class AvatarTrainer:
 
         if self.reference is not None:
             tick = time.perf_counter()
-            at_photo = self.gaussians.to_world(self.expression_vertices(self.photo_expression))
-            front = self._render(at_photo, self.frontal, self.reference.background)
+            at_photo = self.gaussians.to_world(self.photo_vertices)
+            front = self._render(at_photo, self.reference_camera, self.reference.background)
             losses["ref"] = reference_view_loss(front.rgb[0], self.reference)
             timings["reference"] = time.perf_counter() - tick
 
@@ -221,7 +228,7 @@ class AvatarTrainer:
                 s = emotion_splats
                 emotion_splats = Splats(s.means, s.quats, s.scales, s.opacities, s.colors.detach())
             white = torch.ones(3, device=self.device)
-            front = self._render(emotion_splats, self.frontal, white)
+            front = self._render(emotion_splats, self.emotion_camera, white)
             probs = self.classifier(front.rgb.permute(0, 3, 1, 2), self.face_box)
             losses["emotion"] = emotion_loss(probs, self.emotion_target.expand_as(probs))
             diagnostics["p_target"] = probs[0, self.target_emotion].detach()
