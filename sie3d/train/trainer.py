@@ -128,8 +128,9 @@ class AvatarTrainer:
         self.reference = None
         if prepared.reference is not None:
             self.reference_camera, self.reference = reference_window(self.frontal, prepared.reference, tile)
-            # the photo's expression is fixed: its template vertices are deformed once
-            self.photo_vertices = self.expression_vertices(self.photo_expression.to(device)).detach()
+            # the photo's expression is fixed: its mesh frames are computed once
+            with torch.no_grad():
+                self.photo_frames = gaussians.mesh_frames(self.expression_vertices(self.photo_expression.to(device)))
         self.emotion_camera, self.face_box = emotion_window(self.frontal, prepared.face_box.to(device), tile)
 
         self.optimizer = torch.optim.Adam(self._param_groups(), eps=config.optim.adam_eps)
@@ -175,9 +176,15 @@ class AvatarTrainer:
         diagnostics: dict[str, float | torch.Tensor] = {}  # tensors are read back once, in step()
         timings: dict[str, float] = {}
 
-        coefficients = self.expression.detach() if only_emotion_moves_expression else self.expression
-        vertices = self.expression_vertices(coefficients)
-        splats = self.gaussians.to_world(vertices)
+        # the mesh frames at the current expression, computed once: the emotion loss reaches the
+        # coefficients through them; in `expression` mode every other loss sees them detached
+        vertices = self.expression_vertices(self.expression)
+        frames = self.gaussians.mesh_frames(vertices)
+        if only_emotion_moves_expression:
+            vertices, train_frames = vertices.detach(), tuple(t.detach() for t in frames)
+        else:
+            train_frames = frames
+        splats = self.gaussians.to_world(frames=train_frames)
 
         tick = time.perf_counter()
         batch = self.sampler.sample(cfg.train.batch_size, iteration, self.generator)
@@ -207,14 +214,14 @@ class AvatarTrainer:
         if cfg.loss.lambda_scale > 0:
             losses["scale"] = mean_scale_loss(splats.scales)
         if cfg.loss.lambda_pos > 0:
-            losses["pos"] = loss_pos(splats.means, self.gaussians.anchor_positions(vertices),
+            losses["pos"] = loss_pos(splats.means, self.gaussians.anchor_positions(frames=train_frames),
                                      self.gaussians.face_region)
         if cfg.loss.lambda_lap > 0:  # the expression deformation of the template, relative to its rest shape
             losses["lap"] = loss_lap(vertices, self.template.vertices, self.neighbours)
 
         if self.reference is not None:
             tick = time.perf_counter()
-            at_photo = self.gaussians.to_world(self.photo_vertices)
+            at_photo = self.gaussians.to_world(frames=self.photo_frames)
             front = self._render(at_photo, self.reference_camera, self.reference.background)
             losses["ref"] = reference_view_loss(front.rgb[0], self.reference)
             timings["reference"] = time.perf_counter() - tick
@@ -223,7 +230,7 @@ class AvatarTrainer:
             losses["expression_prior"] = loss_expression_prior(self.expression, self.prior_used)
         if self.classifier is not None and iteration % cfg.train.emotion_every == 0:
             tick = time.perf_counter()
-            emotion_splats = self.gaussians.to_world(self.expression_vertices(self.expression))
+            emotion_splats = self.gaussians.to_world(frames=frames)
             if only_emotion_moves_expression:
                 s = emotion_splats
                 emotion_splats = Splats(s.means, s.quats, s.scales, s.opacities, s.colors.detach())
