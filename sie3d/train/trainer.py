@@ -122,13 +122,11 @@ class AvatarTrainer:
                 self.template.expression_names, EMOTIONS[self.target_emotion], eta))
             if loss_cfg.lambda_expression_prior > 0:
                 self.prior_floor = floor
-        # each frontal loss renders only the window of the frontal camera it reads (sie3d.train.frontal_windows)
-        tile = config.render.tile_size
-        self.photo_expression = prepared.photo_expression
-        self.reference = None
+        # each frontal loss renders only the window of the frontal camera it reads (sie3d.train.frontal_windows);
+        # the reference's mesh frames, at the photo's fixed expression, are computed once
+        self.photo_expression, self.reference, tile = prepared.photo_expression, None, config.render.tile_size
         if prepared.reference is not None:
             self.reference_camera, self.reference = reference_window(self.frontal, prepared.reference, tile)
-            # the photo's expression is fixed: its mesh frames are computed once
             with torch.no_grad():
                 self.photo_frames = gaussians.mesh_frames(self.expression_vertices(self.photo_expression.to(device)))
         self.emotion_camera, self.face_box = emotion_window(self.frontal, prepared.face_box.to(device), tile)
@@ -180,10 +178,8 @@ class AvatarTrainer:
         # coefficients through them; in `expression` mode every other loss sees them detached
         vertices = self.expression_vertices(self.expression)
         frames = self.gaussians.mesh_frames(vertices)
-        if only_emotion_moves_expression:
-            vertices, train_frames = vertices.detach(), tuple(t.detach() for t in frames)
-        else:
-            train_frames = frames
+        train_frames = tuple(t.detach() for t in frames) if only_emotion_moves_expression else frames
+        vertices = vertices.detach() if only_emotion_moves_expression else vertices
         splats = self.gaussians.to_world(frames=train_frames)
 
         tick = time.perf_counter()
