@@ -18,6 +18,33 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+@pytest.fixture(scope="session")
+def quick_avatar(tmp_path_factory):
+    """``quick_avatar(expression) -> run directory``: the astronaut through ``sie3d generate`` with
+    params/quick.yaml, made once per session and expression and shared by the tests that check different
+    properties of that avatar (tests/test_generate.py)."""
+    import imageio.v3 as iio
+    from skimage.data import astronaut
+
+    from sie3d.cli import main
+
+    root = tmp_path_factory.mktemp("quick_avatar")
+    photo = root / "astronaut.png"
+    iio.imwrite(photo, astronaut())
+    runs: dict[str, tuple[Path, int]] = {}
+
+    def make(expression: str) -> Path:
+        if expression not in runs:  # a failure is kept too: the next test does not generate it again
+            out = root / expression
+            runs[expression] = out, main(["generate", str(photo), "--expression", expression, "--out", str(out),
+                                          "--params", str(REPO_ROOT / "params/quick.yaml")])
+        out, code = runs[expression]
+        assert code == 0, f"sie3d generate --expression {expression} failed"
+        return out
+
+    return make
+
+
 @pytest.fixture
 def sie3d_home(tmp_path, monkeypatch) -> Path:
     """An empty model cache for registry tests."""

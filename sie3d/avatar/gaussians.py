@@ -167,25 +167,34 @@ class MeshGaussians(nn.Module):
             v = apply_midpoints(v, getattr(self, f"_parents_{level}"))
         return v
 
-    def _frames(self, vertices):
+    def mesh_frames(self, vertices: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Per face of the subdivided mesh with ``vertices`` [V, 3] (default rest pose): centroid [F, 3],
+        rotation [F, 3, 3], scale [F] and the rotation as a unit quaternion [F, 4] (per face, not per
+        Gaussian: a quarter of the work). Pass them as ``frames`` to :meth:`to_world` and
+        :meth:`anchor_positions` to compute them once for several calls (they stay valid when
+        Gaussians are added or removed)."""
         centroid, rotation, k = face_frames(self.mesh_vertices(vertices), self.faces)
-        ids = self.face_ids
-        return centroid[ids], rotation[ids], k[ids]
+        return centroid, rotation, k, rotmat_to_quat(rotation)
 
-    def to_world(self, vertices: torch.Tensor | None = None) -> Splats:
+    def _frames(self, vertices=None, frames=None):
+        ids = self.face_ids
+        return tuple(t[ids] for t in (self.mesh_frames(vertices) if frames is None else frames))
+
+    def to_world(self, vertices: torch.Tensor | None = None, frames=None) -> Splats:
         """World-space splats on the mesh with ``vertices`` [V, 3] (default rest pose; pass
-        ``template.deform(coeffs)`` to follow an expression). Differentiable in all parameters and
-        in ``vertices``."""
-        centroid, rotation, k = self._frames(vertices)
+        ``template.deform(coeffs)`` to follow an expression), or on its :meth:`mesh_frames` ``frames``.
+        Differentiable in all parameters and in ``vertices`` (``frames``)."""
+        centroid, rotation, k, frame_quats = self._frames(vertices, frames)
         p = self.params
         means = centroid + k[:, None] * (rotation @ p["xyz"][..., None]).squeeze(-1)
-        quats = quat_multiply(rotmat_to_quat(rotation), F.normalize(p["rotation"], dim=-1))
+        quats = quat_multiply(frame_quats, F.normalize(p["rotation"], dim=-1))
         return Splats(means=means, quats=quats, scales=k[:, None] * torch.exp(p["scaling"]),
                       opacities=torch.sigmoid(p["opacity"]), colors=torch.sigmoid(p["color"]))
 
-    def anchor_positions(self, vertices: torch.Tensor | None = None) -> torch.Tensor:
-        """[N, 3] where each Gaussian started on the mesh with ``vertices`` (the targets of ``loss_pos``)."""
-        centroid, rotation, k = self._frames(vertices)
+    def anchor_positions(self, vertices: torch.Tensor | None = None, frames=None) -> torch.Tensor:
+        """[N, 3] where each Gaussian started on the mesh with ``vertices`` (or its :meth:`mesh_frames`
+        ``frames``): the targets of ``loss_pos``."""
+        centroid, rotation, k, _ = self._frames(vertices, frames)
         return centroid + k[:, None] * (rotation @ self.anchors[..., None]).squeeze(-1)
 
     def normals(self, vertices: torch.Tensor | None = None) -> torch.Tensor:

@@ -62,6 +62,21 @@ class Cameras:
         return Cameras(self.viewmats[index], self.Ks[index], self.width, self.height,
                        self.azimuth_deg[index], self.polar_deg[index], self.radius[index], self.fovy[index])
 
+    def window(self, x0: int, y0: int, width: int, height: int) -> "Cameras":
+        """The pixels ``[y0, y0 + height) x [x0, x0 + width)`` of these cameras' images, as cameras of that size.
+
+        The principal point moves by ``(-x0, -y0)``, so a render of the window equals that region of the
+        full render (with ``x0``, ``y0`` on the rasterizer's tile grid the same tiles are drawn; only the
+        projection's Jacobian clamp, 1.3x the frustum, follows the smaller frustum, which changes nothing
+        for Gaussians that project within 0.15 x the window's size of it).
+        """
+        if x0 < 0 or y0 < 0 or width < 1 or height < 1 or x0 + width > self.width or y0 + height > self.height:
+            raise ValueError(f"window {width}x{height} at ({x0}, {y0}) is not inside the {self.width}x{self.height} image")
+        Ks = self.Ks.clone()
+        Ks[:, 0, 2] -= x0
+        Ks[:, 1, 2] -= y0
+        return Cameras(self.viewmats, Ks, width, height, self.azimuth_deg, self.polar_deg, self.radius, self.fovy)
+
     @property
     def centers(self) -> torch.Tensor:
         """[C, 3] camera positions in world coordinates."""

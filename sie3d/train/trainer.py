@@ -56,6 +56,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .divergence import TrainingDiverged, all_finite, restore, snapshot
+from .frontal_windows import emotion_window, reference_window
 from .losses import (expression_prior_target, loss_expression_prior, loss_lap, loss_pos, mean_scale_loss,
                      tv_loss, uniform_neighbours)
 from .metrics_log import append_record, keep_before, summary_line
@@ -121,9 +122,14 @@ class AvatarTrainer:
             # with or without the emotion loss (it stands in for the text-conditioned prior)
             self.prior_floor, self.prior_used = (t.to(device) for t in expression_prior_target(
                 self.template.expression_names, EMOTIONS[self.target_emotion], eta))
-        self.reference = prepared.reference
-        self.photo_expression = prepared.photo_expression
-        self.face_box = prepared.face_box.to(device)  # [4], read by every emotion step
+        # each frontal loss renders only the window of the frontal camera it reads (sie3d.train.frontal_windows);
+        # the reference's mesh frames, at the photo's fixed expression, are computed once
+        self.photo_expression, self.reference, tile = prepared.photo_expression, None, config.render.tile_size
+        if prepared.reference is not None:
+            self.reference_camera, self.reference = reference_window(self.frontal, prepared.reference, tile)
+            with torch.no_grad():
+                self.photo_frames = gaussians.mesh_frames(self.expression_vertices(self.photo_expression.to(device)))
+        self.emotion_camera, self.face_box = emotion_window(self.frontal, prepared.face_box.to(device), tile)
 
         self.optimizer = torch.optim.Adam(self._param_groups(), eps=config.optim.adam_eps)
         self.iteration = 0
@@ -168,9 +174,13 @@ class AvatarTrainer:
         diagnostics: dict[str, float | torch.Tensor] = {}  # tensors are read back once, in step()
         timings: dict[str, float] = {}
 
-        coefficients = self.expression.detach() if only_emotion_moves_expression else self.expression
-        vertices = self.expression_vertices(coefficients)
-        splats = self.gaussians.to_world(vertices)
+        # the mesh frames at the current expression, computed once: the emotion loss reaches the
+        # coefficients through them; in `expression` mode every other loss sees them detached
+        vertices = self.expression_vertices(self.expression)
+        frames = self.gaussians.mesh_frames(vertices)
+        train_frames = tuple(t.detach() for t in frames) if only_emotion_moves_expression else frames
+        vertices = vertices.detach() if only_emotion_moves_expression else vertices
+        splats = self.gaussians.to_world(frames=train_frames)
 
         tick = time.perf_counter()
         batch = self.sampler.sample(cfg.train.batch_size, iteration, self.generator)
@@ -200,15 +210,15 @@ class AvatarTrainer:
         if cfg.loss.lambda_scale > 0:
             losses["scale"] = mean_scale_loss(splats.scales)
         if cfg.loss.lambda_pos > 0:
-            losses["pos"] = loss_pos(splats.means, self.gaussians.anchor_positions(vertices),
+            losses["pos"] = loss_pos(splats.means, self.gaussians.anchor_positions(frames=train_frames),
                                      self.gaussians.face_region)
         if cfg.loss.lambda_lap > 0:  # the expression deformation of the template, relative to its rest shape
             losses["lap"] = loss_lap(vertices, self.template.vertices, self.neighbours)
 
         if self.reference is not None:
             tick = time.perf_counter()
-            at_photo = self.gaussians.to_world(self.expression_vertices(self.photo_expression))
-            front = self._render(at_photo, self.frontal, self.reference.background)
+            at_photo = self.gaussians.to_world(frames=self.photo_frames)
+            front = self._render(at_photo, self.reference_camera, self.reference.background)
             losses["ref"] = reference_view_loss(front.rgb[0], self.reference)
             timings["reference"] = time.perf_counter() - tick
 
@@ -216,12 +226,12 @@ class AvatarTrainer:
             losses["expression_prior"] = loss_expression_prior(self.expression, self.prior_used)
         if self.classifier is not None and iteration % cfg.train.emotion_every == 0:
             tick = time.perf_counter()
-            emotion_splats = self.gaussians.to_world(self.expression_vertices(self.expression))
+            emotion_splats = self.gaussians.to_world(frames=frames)
             if only_emotion_moves_expression:
                 s = emotion_splats
                 emotion_splats = Splats(s.means, s.quats, s.scales, s.opacities, s.colors.detach())
             white = torch.ones(3, device=self.device)
-            front = self._render(emotion_splats, self.frontal, white)
+            front = self._render(emotion_splats, self.emotion_camera, white)
             probs = self.classifier(front.rgb.permute(0, 3, 1, 2), self.face_box)
             losses["emotion"] = emotion_loss(probs, self.emotion_target.expand_as(probs))
             diagnostics["p_target"] = probs[0, self.target_emotion].detach()
