@@ -228,3 +228,23 @@ def test_gallery_title_names_each_judge():
     run = {"identity": {"model": "sface", "mean": 0.4612, "frontal": 0.51},
            "emotion": {"loss": {"classifier": "fer", "nps": 0.9317}, "held_out": {"classifier": "faceapi", "nps": None}}}
     assert ablation_report.gallery_title("full", run) == "full\nID (sface) 0.461\nNPS fer 0.932, faceapi n/a"
+
+
+def test_expression_parts_table_reads_each_part_before_and_after():
+    def reading(p_surprise, mouth, brow, found=True):
+        return FaceReading(face_found=found, landmarks={"mouth_open": mouth, "brow_raise": brow},
+                           emotions={"fer": {"surprise": p_surprise}, "faceapi": {"surprise": p_surprise / 2}})
+
+    def summary(after, coefficients):
+        return Summary(expression="surprise", frontal_photo_expression=reading(0.1, 0.20, 0.50),
+                       frontal=after, expression_coefficients=coefficients)
+
+    summaries = {"full": summary(reading(0.9, 0.50, 0.55), {"brow_raise": 0.8, "mouth_open": 0.9}),
+                 "no_expression_prior": summary(reading(0.6, 0.25, 0.51, found=False), {"mouth_open": 0.3})}
+    rows = _rows(ablation_report.expression_parts_table(summaries, {"full": "both", "no_expression_prior": "loss only"},
+                                                        ["fer", "faceapi"]))
+    # p before -> after per judge, the landmark moves (after - before), the prototype's blendshapes in its order
+    assert rows[0] == ["both", "0.100 → 0.900", "0.050 → 0.450", "+0.300", "+0.050",
+                       "brow raise 0.80, eyes wide 0.00, mouth open 0.90"]
+    assert rows[1][3:5] == ["no face", "no face"]
+    assert rows[1][5] == "brow raise 0.00, eyes wide 0.00, mouth open 0.30"
