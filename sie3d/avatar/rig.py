@@ -159,21 +159,22 @@ class Rig:
     @property
     def coefficients(self) -> torch.Tensor:
         """[K] the avatar's own (trained) expression."""
-        return torch.tensor(self.header["coefficients"], dtype=torch.float32)
+        return torch.tensor(self.header["coefficients"], dtype=torch.float32, device="cpu")
 
     def emotion_coefficients(self, emotion: str, intensity: float = 1.0) -> torch.Tensor:
         """[K] the emotion's prototype (the header's table) times ``intensity``."""
         emotions = self.header["emotions"]
         if emotion not in emotions:
             raise KeyError(f"the rig has no emotion {emotion!r}; it has {sorted(emotions)}")
-        coeffs = torch.zeros(len(self.blendshape_names))
+        coeffs = torch.zeros(len(self.blendshape_names), device="cpu")
         for name, weight in emotions[emotion].items():
             coeffs[self.blendshape_names.index(name)] = intensity * weight
         return coeffs
 
     def pose(self, coefficients: torch.Tensor | None = None) -> Splats:
         """World splats at blendshape ``coefficients`` [K] (default: the avatar's own), on the CPU."""
-        c = self.coefficients if coefficients is None else torch.as_tensor(coefficients, dtype=torch.float32)
+        c = (self.coefficients if coefficients is None
+             else torch.as_tensor(coefficients, dtype=torch.float32, device="cpu"))
         if c.shape != (len(self.blendshapes),):
             raise ValueError(f"coefficients must be [K={len(self.blendshapes)}] ({self.blendshape_names}), "
                              f"got {list(c.shape)}")

@@ -70,9 +70,10 @@ def time_view(python: str, repo: Path, run: Path) -> float:
     try:
         line = proc.stdout.readline()
         seconds = time.perf_counter() - start
-        if "http://" not in line:
-            proc.wait(30)
-            raise RuntimeError(f"sie3d view in {repo} printed no URL: {(line + proc.stderr.read()).strip()[-500:]}")
+        if "http://" not in line:  # it may still be serving: stop it, then say what it printed
+            proc.kill()
+            out, err = proc.communicate(timeout=30)
+            raise RuntimeError(f"sie3d view in {repo} printed no URL first: {(line + out + err).strip()[-800:]}")
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
