@@ -41,9 +41,10 @@
 # the photo instead: the photo's own expression is fitted as blendshape coefficients of the template
 # from its 68 landmarks, the colours are painted from the aligned photo and refined by the
 # reference-view loss *at that expression*, and the target expression is reached by moving only the
-# blendshape coefficients with the emotion loss (`loss.emotion_moves=expression`). The emotion loss
-# never touches a colour, so it cannot paint a pattern that fools the classifier (page 03 shows how
-# easily that happens).
+# blendshape coefficients: held from the first step at least at η × the target's FACS prototype (defined
+# below), then moved by the emotion loss (`loss.emotion_moves=expression`); page 05 shows how much of the
+# expression each part makes. The emotion loss never touches a colour, so it cannot paint a pattern that
+# fools the classifier (page 03 shows how easily that happens).
 # :::
 
 # %% tags=["parameters", "hide-input"]

@@ -10,6 +10,7 @@ command fails at the end.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -211,6 +212,15 @@ def jupyter_book_build(book_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+def seen_from(path: Path, cwd: Path) -> str:
+    """``path`` as a notebook running in ``cwd`` names it: relative inside the repository (``../params/quick.yaml``,
+    so executed pages show no path of the building machine), absolute outside it."""
+    try:
+        return os.path.relpath(path, cwd) if path.is_relative_to(cwd.parent) else str(path)
+    except ValueError:  # another drive (Windows)
+        return str(path)
+
+
 def build_book(params_files: list[str | Path], overrides: list[str] | None = None,
                repo_root: str | Path = ".", only: list[str] | None = None,
                build_html: bool = True, log=print) -> BookResult:
@@ -227,10 +237,11 @@ def build_book(params_files: list[str | Path], overrides: list[str] | None = Non
     result = BookResult()
     for source in sources:
         log(f"[book] executing {source.name} ...")
-        parameters = {"params_file": str(params[0]), "extra_params": [str(p) for p in params[1:]],
-                      "overrides": overrides, "output_dir": str(root / "runs" / "book" / source.stem),
-                      "interactive": False}
-        nb = execute_notebook(source, executed_dir / f"{source.stem}.ipynb", parameters, cwd=root / "notebooks")
+        notebooks = root / "notebooks"
+        parameters = {"params_file": seen_from(params[0], notebooks),
+                      "extra_params": [seen_from(p, notebooks) for p in params[1:]], "overrides": overrides,
+                      "output_dir": seen_from(root / "runs" / "book" / source.stem, notebooks), "interactive": False}
+        nb = execute_notebook(source, executed_dir / f"{source.stem}.ipynb", parameters, cwd=notebooks)
         log(f"[book] {source.name}: {'ok' if nb.ok else 'FAILED ' + nb.error} ({nb.seconds:.0f} s)")
         result.notebooks.append(nb)
     if not build_html:

@@ -25,14 +25,18 @@ def _texts(output) -> list[tuple[str, str]]:
 
 def output_problems(path: Path) -> list[str]:
     """One line per problem in the outputs of the executed notebook ``path`` (cells tagged
-    ``remove-output``/``remove-cell`` are skipped, and stderr where ``remove-stderr`` drops it; a figure's own ``<Figure size ...>`` text is not a
-    problem, the book shows its image)."""
+    ``remove-output``/``remove-cell`` are skipped, and stderr where ``remove-stderr`` drops it; a figure's own
+    ``<Figure size ...>`` text is not a problem, the book shows its image; papermill's injected parameters,
+    whose source the page shows, must name no path of the building machine either)."""
     notebook = nbformat.read(path, as_version=4)
     problems = []
     for index, cell in enumerate(notebook.cells):
         tags = set(cell.get("metadata", {}).get("tags", []))
         if cell.cell_type != "code" or tags & {"remove-output", "remove-cell"}:
             continue
+        if "injected-parameters" in tags:  # the book shows its source, folded: the build's own parameters
+            problems += [f"{path.name} cell {index} (injected parameters): machine path {m.group(0)!r}"
+                         for m in MACHINE_PATH.finditer(cell.source)]
         for output in cell.get("outputs", []):
             if output.get("name") == "stderr" and "remove-stderr" in tags:
                 continue  # the book drops it

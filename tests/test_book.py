@@ -8,7 +8,7 @@ import pytest
 from helpers_book import parameters_cell, scratch_book_repo
 from helpers_book_outputs import output_problems
 
-from sie3d.book import build_book, discover_notebooks, notebook_title
+from sie3d.book import build_book, discover_notebooks, notebook_title, seen_from
 
 OK_NOTEBOOK = '''# %% [markdown]
 # # A tiny page
@@ -72,3 +72,10 @@ def test_builds_html_with_a_page_per_notebook(scratch_repo, repo_root):
     manifest = json.loads((scratch_repo / "book/executed/run_manifest.json").read_text())
     assert manifest["preset"] == "quick" and manifest["notebooks"][0]["ok"]
     assert "tiny" in (html / "intro.html").read_text()  # the intro states the preset and models
+
+
+def test_pages_name_repository_paths_relative_to_the_notebooks(tmp_path):
+    notebooks = tmp_path / "repo" / "notebooks"
+    assert seen_from(tmp_path / "repo" / "params" / "quick.yaml", notebooks) == "../params/quick.yaml"
+    assert seen_from(tmp_path / "repo" / "runs" / "book" / "04_generate", notebooks) == "../runs/book/04_generate"
+    assert seen_from(tmp_path / "elsewhere.yaml", notebooks) == str(tmp_path / "elsewhere.yaml")

@@ -37,3 +37,12 @@ def test_every_executed_page_reads_cleanly(repo_root):
         pytest.skip("no executed book here: `make book` writes book/executed/")
     problems = [p for page in pages for p in output_problems(page)]
     assert not problems, "\n".join(problems)
+
+
+def test_the_injected_parameters_name_no_machine_path(tmp_path):
+    injected = nbformat.v4.new_code_cell('params_file = "/work/repo/params/quick.yaml"\noutput_dir = "../runs/book/04"',
+                                         metadata={"tags": ["injected-parameters", "hide-input"]})
+    relative = nbformat.v4.new_code_cell('params_file = "../params/quick.yaml"', metadata={"tags": ["injected-parameters"]})
+    path = tmp_path / "04_page.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[injected, relative]), path)
+    assert output_problems(path) == ["04_page.ipynb cell 0 (injected parameters): machine path '/work/'"]

@@ -181,10 +181,11 @@ def test_gallery_rows(tmp_path):
 
 def test_highlights_carry_the_run_numbers(runs):
     lines = report.generation_highlights(runs)
-    assert lines[0].startswith("**2 avatars**") and "3 iterations" in lines[0] and "0.50–0.50 s" in lines[0]
-    assert "**0.450–0.450**" in lines[1] and "2 of 2" in lines[1] and "not a held-out judge" in lines[1]
+    assert lines[0].startswith("**2 avatars**") and "3 iterations" in lines[0] and "0.50 s per" in lines[0]
+    assert "**0.450**" in lines[1] and "2 of 2" in lines[1] and "not a held-out judge" in lines[1]
     assert "**2 of 4** as expected" in lines[2]
     assert "neutral 0.30 → **0.80**" in lines[3]
+    assert report._span([0.381, 0.452]) == "0.38–0.45" and report._span([0.4204, 0.4198, 0.42], 3) == "0.420"
 
 
 def test_highlights_count_every_run_shown_with_disagreements_named(runs):

@@ -35,6 +35,12 @@ MIN_CHANGE = 0.02  # inter-ocular units, about 1 px in 256² renders: smaller mo
 SAME_PERSON = 0.6  # dlib's threshold on the 128-d descriptor distance
 
 
+def _span(values: list[float], digits: int = 2) -> str:
+    """``"0.42"`` when the values agree to ``digits`` decimals, else ``"0.38–0.45"``."""
+    low, high = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
+    return low if low == high else f"{low}–{high}"
+
+
 def fmt(value: float | None, digits: int = 3) -> str:
     """``n/a`` for a missing or NaN value, else fixed-point with ``digits`` decimals."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -288,13 +294,13 @@ def generation_highlights(runs: Mapping[str, Run], people: Mapping[str, Run] | N
     names = ", ".join(s.expression + (f" + '{s.accessory}'" if s.accessory else "") for s in summaries)
     speed = [s.seconds_per_iteration for s in summaries if s.seconds_per_iteration is not None]
     lines = [f"**{len(runs)} avatars** from one photo ({names}), {summaries[0].iterations} iterations each"
-             + (f", {min(speed):.2f}–{max(speed):.2f} s per iteration" if speed else "")
+             + (f", {_span(speed)} s per iteration" if speed else "")
              + (f"; **{len(people)} more** from {len({n.rsplit('_', 1)[0] for n in people})} other portraits"
                 if people else "")]
     distances = [s.frontal.dlib_distance for _, s in shown.values() if s.frontal.dlib_distance is not None]
     if distances:
         same = sum(d < SAME_PERSON for d in distances)
-        lines.append(f"dlib distance of the final renders to their photo **{min(distances):.3f}–{max(distances):.3f}**: "
+        lines.append(f"dlib distance of the final renders to their photo **{_span(distances, 3)}**: "
                      f"{same} of {len(distances)} are the photo's person by dlib's < {SAME_PERSON} rule (dlib's "
                      "descriptor conditions the run: a check, not a held-out judge)")
     checks = landmark_checks(runs)
