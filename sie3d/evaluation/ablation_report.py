@@ -122,10 +122,15 @@ def group_value(evaluation: Mapping[str, Any], group: str, key: str) -> float | 
     return None
 
 
+#: relative difference below which two single-seed runs' numbers are read as equal (no direction claimed)
+SAME_WITHIN = 0.02
+
+
 def _direction(full: float, without: float, lower_is_better: bool) -> str:
-    """Which way a metric moves when the loss is added (``without`` → ``full``), in words."""
-    if full == without:
-        return "no change with the loss"
+    """Which way a metric moves when the loss is added (``without`` → ``full``), in words; differences
+    within :data:`SAME_WITHIN` of the larger magnitude are "about equal"."""
+    if abs(full - without) <= SAME_WITHIN * max(abs(full), abs(without)):
+        return f"about equal with and without the loss (within {SAME_WITHIN:.0%})"
     better = (full < without) == lower_is_better
     return ("lower" if full < without else "higher") + " with the loss" + (" (better)" if better else " (worse)")
 
@@ -153,7 +158,8 @@ def ablation_highlights(evaluation: Mapping[str, Any], labels: Mapping[str, str]
                 parts.append(f"{judge}: not available here (see the notes)")
                 continue
             mine = _direction(*values, lower_is_better)
-            agree = "as in the paper" if mine == reference else "**the opposite of the paper**"
+            agree = ("as in the paper" if mine == reference else "no direction to compare" if mine.startswith("about")
+                     else "**the opposite of the paper**")
             parts.append(f"{judge} **{values[0]:.3f}** vs **{values[1]:.3f}**, {mine}: {agree}")
         lines.append(f"Table 2, {metric} full vs without the perceptual expression loss: " + "; ".join(parts))
     return lines
