@@ -218,20 +218,18 @@ with warnings.catch_warnings():
 parts_study.raise_for_failures()
 parts = {c.ablation: read_run(c.run_dir) for c in parts_cells}
 parts_labels = {a: f"{EXPRESSION_PARTS[a]} ({a})" for a in parts}
-display(Markdown(ablation_report.expression_parts_table(
-    {a: f.summary for a, f in parts.items()}, parts_labels,
-    list(dict.fromkeys([config.models.emotion_loss_classifier, config.models.emotion_eval_classifier])))))
+judges = list(dict.fromkeys([config.models.emotion_loss_classifier, config.models.emotion_eval_classifier]))
+display(Markdown(ablation_report.expression_parts_table({a: f.summary for a, f in parts.items()}, parts_labels, judges)))
+display(Markdown(ablation_report.expression_parts_reading({a: f.summary for a, f in parts.items()}, judges)))
 fig = ablation_report.ablation_gallery(load_photo(photo_path), {a: f.renders[:1] for a, f in parts.items()},
                                        {a: EXPRESSION_PARTS[a] for a in parts}, panel=1.6)
 
 # %% [markdown]
-# What each part does, read from the table above (this run's numbers, one identity, one seed): the
-# prototype-only row is what the floor alone makes of the face — its landmark moves and the classifiers'
-# p(surprise) are the geometry of Ekman & Friesen's surprise (brows up, eyes wide, jaw dropped) without
-# any classifier in the loop; the emotion-loss-only row is what fer's gradient finds from the photo's own
-# expression; the full row adds the two. Where the prototype-only row already reads as surprise by both
-# judges, the credit for the expression is the prototype's, and the emotion loss adds only the
-# difference between the first and the third row.
+# How to read it: the prototype-only row is the geometry of Ekman & Friesen's surprise (brows up, eyes
+# wide, jaw dropped) with no classifier in the loop; the emotion-loss-only row is what fer's gradient finds
+# from the photo's own expression; the sentences under the table, computed from the same numbers, say what
+# each part adds to the other. Where the prototype alone already reads as surprise to both judges, the
+# credit for the expression is the prototype's, not the loss's.
 
 # %% [markdown]
 # ## Reading the numbers honestly

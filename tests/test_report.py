@@ -254,3 +254,21 @@ def test_expression_parts_table_reads_each_part_before_and_after():
                        "brow raise 0.80, eyes wide 0.00, mouth open 0.90"]
     assert rows[1][3:5] == ["no face", "no face"]
     assert rows[1][5] == "brow raise 0.00, eyes wide 0.00, mouth open 0.30"
+
+
+def test_expression_parts_reading_credits_each_part_from_its_numbers():
+    def summary(p_fer, mouth):
+        after = FaceReading(face_found=True, landmarks={"mouth_open": mouth, "brow_raise": 0.6},
+                            emotions={"fer": {"surprise": p_fer}})
+        before = FaceReading(face_found=True, landmarks={"mouth_open": 0.2, "brow_raise": 0.5},
+                             emotions={"fer": {"surprise": 0.1}})
+        return Summary(expression="surprise", frontal_photo_expression=before, frontal=after)
+
+    text = ablation_report.expression_parts_reading(
+        {"full": summary(0.98, 0.5), "no_emotion_loss": summary(0.95, 0.42), "no_expression_prior": summary(0.86, 0.32)},
+        ["fer"])
+    # alone: p and moves (0.42 - 0.2, 0.6 - 0.5); gains: full - prototype, full - loss, by hand
+    assert "prototype alone the final render reads fer 0.950, mouth open 0.220, brow raise 0.100" in text
+    assert "emotion loss alone fer 0.860, mouth open 0.120, brow raise 0.100" in text
+    assert "loss to the prototype changes these by fer +0.030, mouth open +0.080, brow raise +0.000" in text
+    assert "prototype to the loss by fer +0.120, mouth open +0.180, brow raise +0.000" in text
