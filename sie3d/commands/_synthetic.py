@@ -42,12 +42,20 @@ def model_home(workdir: Path, synthetic: bool):
             os.environ["SIE3D_HOME"] = previous
 
 
-def write_weights(home: Path, seed: int) -> None:
-    """Write the synthetic weights in a child process, so its ~5 GB peak is returned before loading."""
+@contextlib.contextmanager
+def writing_weights(home: Path, seed: int):
+    """Write the synthetic weights in a child process, so its ~5 GB peak is returned before loading, while
+    the body runs (work that does not read the weights, e.g. importing the loaders); leaving waits for it."""
     from ..diffusion.synthetic import write_synthetic_weights
 
     child = multiprocessing.get_context("spawn").Process(target=write_synthetic_weights, args=(str(home), seed))
     child.start()
+    try:
+        yield
+    except BaseException:
+        child.terminate()
+        child.join()
+        raise
     child.join()
     if child.exitcode != 0:
         raise UserError(f"writing the synthetic weights into {home} failed (exit code {child.exitcode}); "

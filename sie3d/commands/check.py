@@ -17,6 +17,7 @@ unit 512-d identity; on CPU the torch rasterizer replaces gsplat; renders are ne
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import resource
 import shutil
@@ -32,7 +33,7 @@ from ..config_args import add_config_arguments, config_from_args
 from ..run_dir import RunDir
 from ..runtime import resolve_device
 from ._common import UserError
-from ._synthetic import dry_run_config, model_home, write_weights
+from ._synthetic import dry_run_config, model_home, writing_weights
 
 #: (label, attribute of the prior, key of its published SD-1.5 count)
 NETWORKS = (("UNet", "unet", "unet"), ("VAE", "vae", "vae"),
@@ -97,10 +98,7 @@ def _peak_memory(device: torch.device) -> str:
 
 
 def run(args) -> int:
-    from ..diffusion.prior import DiffusionPrior
     from ..diffusion.synthetic import PUBLISHED_PARAMETERS, count_parameters
-    from ..subject import initial_avatar
-    from ..train.trainer import AvatarTrainer
 
     config = config_from_args(args)
     if config.models.prior != "arc2face":
@@ -116,9 +114,12 @@ def run(args) -> int:
             _print(f"[check] preset {config.preset}, device {device}, model cache {home}")
             for note in notes:
                 _print(f"[check] dry run: {note}")
+            tick = time.perf_counter()
+            with writing_weights(home, config.run.seed) if args.synthetic_weights else contextlib.nullcontext():
+                from ..diffusion.prior import DiffusionPrior  # the imports overlap the child writing the weights
+                from ..subject import initial_avatar
+                from ..train.trainer import AvatarTrainer
             if args.synthetic_weights:
-                tick = time.perf_counter()
-                write_weights(home, config.run.seed)
                 size = sum(p.stat().st_size for p in (home / "models").rglob("*") if p.is_file() and not p.is_symlink())
                 _print(f"[check] synthetic weights: {size / 2**30:.2f} GB written in {time.perf_counter() - tick:.0f} s")
             tick = time.perf_counter()

@@ -142,11 +142,12 @@ def _sweep(args, request, etas: list[float]) -> int:
 def run(args) -> int:
     if not args.synthetic_weights:
         return _run(args, config_from_args(args))
+    import importlib
     import shutil
     import tempfile
 
     from ..runtime import resolve_device
-    from ._synthetic import dry_run_config, model_home, write_weights
+    from ._synthetic import dry_run_config, model_home, writing_weights
 
     config = config_from_args(args)
     if len(parse_intensities(args.intensity) or []) > 1:
@@ -160,7 +161,8 @@ def run(args) -> int:
         with model_home(workdir, synthetic=True) as home:
             for note in notes:
                 print(f"[synthetic] dry run: {note}")
-            write_weights(home, config.run.seed)
+            with writing_weights(home, config.run.seed):
+                importlib.import_module("sie3d.diffusion.prior")  # its diffusers import overlaps the writing
             return _run(args, config)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

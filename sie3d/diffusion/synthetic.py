@@ -2,7 +2,9 @@
 
 :func:`write_synthetic_weights` fills a model cache (``<home>/models/<registry name>/...``) with what
 ``sie3d weights download`` would put there for the Arc2Face / SD-1.5 prior, at the real sizes and
-architectures but with random values (seeded):
+architectures but with random values (seeded; each tensor tiled from one pool of uniform values in PyTorch's
+default initialisation range, :func:`_build`, so filling ~1.2 G parameters is a memory copy, not a random
+generator):
 
 ==================  ===============================================================  ==============
 registry name       files                                                            parameters
@@ -24,7 +26,6 @@ Nothing here carries meaning: it exercises loaders, shapes, dtypes, memory and s
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 from pathlib import Path
@@ -68,11 +69,52 @@ SD15_SCHEDULER_CONFIG = {
 }
 
 
-@contextlib.contextmanager
-def _seed(seed: int):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
+#: length of the seeded pool of uniform values every synthetic tensor is tiled from
+POOL_SIZE = 4_000_037
+
+
+def _uniform_pool(seed: int) -> torch.Tensor:
+    """``[2 * POOL_SIZE]`` float32: :data:`POOL_SIZE` seeded uniform values in [-1, 1), written twice so any
+    window of up to :data:`POOL_SIZE` values starting inside the first copy is one slice."""
+    pool = torch.rand(POOL_SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return torch.cat([pool, pool])
+
+
+def _tile_uniform(tensor: torch.Tensor, pool: torch.Tensor, start: int, bound: float) -> None:
+    """Fill ``tensor`` (any shape) in place with ``bound`` × the pool read cyclically from ``start``."""
+    flat = tensor.view(-1)
+    for begin in range(0, flat.numel(), POOL_SIZE):
+        length = min(POOL_SIZE, flat.numel() - begin)
+        flat[begin:begin + length].copy_(pool[start:start + length])
+    flat.mul_(bound)
+
+
+def _build(factory, seed: int) -> torch.nn.Module:
+    """``factory()`` built on the meta device (no random init), then given CPU storage filled cheaply
+    with PyTorch's default initialisation ranges: each Linear / Conv weight and bias uniform in
+    ±1/√fan_in, each Embedding uniform with std 0.02 (CLIP's initializer range), norms weight 1, bias 0.
+
+    The uniform values are :func:`_uniform_pool`'s (seeded) read cyclically from a different start in each
+    tensor: a memory copy instead of a random generator over ~1.2 G values. Only parameters are filled;
+    a network with persistent buffers is refused (they would be saved uninitialised).
+    """
+    with torch.device("meta"):
+        module = factory()
+    module.to_empty(device="cpu")
+    if len(module.state_dict()) != sum(1 for _ in module.parameters()):
+        raise ValueError(f"{type(module).__name__} has persistent buffers; the synthetic writer fills parameters only")
+    pool = _uniform_pool(seed)
+    norms = (torch.nn.GroupNorm, torch.nn.LayerNorm)
+    with torch.no_grad():
+        for index, (name, layer) in enumerate(module.named_modules()):
+            if isinstance(layer, norms):
+                layer.weight.fill_(1.0)
+                layer.bias.zero_()
+                continue
+            for offset, parameter in enumerate(layer.parameters(recurse=False)):
+                bound = 0.02 * 3 ** 0.5 if isinstance(layer, torch.nn.Embedding) else layer.weight[0].numel() ** -0.5
+                _tile_uniform(parameter, pool, (index * 7919 + offset * 104729) % POOL_SIZE, bound)
+    return module
 
 
 def _free(*objects) -> None:
@@ -101,8 +143,7 @@ def write_synthetic_weights(home: str | Path, seed: int = 0, log=print) -> dict[
     models = Path(home) / "models"
     counts: dict[str, int] = {}
 
-    with _seed(seed):
-        unet = UNet2DConditionModel.from_config(SD15_UNET_CONFIG)
+    unet = _build(lambda: UNet2DConditionModel.from_config(SD15_UNET_CONFIG), seed)
     counts["unet"] = count_parameters(unet)
     unet.save_pretrained(str(models / "arc2face-unet" / "arc2face"))
     add_random_lora(unet, rank=LORA_RANK, seed=seed + 1)
@@ -110,8 +151,7 @@ def write_synthetic_weights(home: str | Path, seed: int = 0, log=print) -> dict[
     log(f"[synthetic] UNet {counts['unet']:,} parameters + LoRA r={LORA_RANK} written", flush=True)
     _free(unet)
 
-    with _seed(seed + 2):
-        vae = AutoencoderKL.from_config(SD15_VAE_CONFIG)
+    vae = _build(lambda: AutoencoderKL.from_config(SD15_VAE_CONFIG), seed + 2)
     counts["vae"] = count_parameters(vae)
     vae.save_pretrained(str(models / "sd15-vae" / "vae"))
     _free(vae)
@@ -119,9 +159,9 @@ def write_synthetic_weights(home: str | Path, seed: int = 0, log=print) -> dict[
     for offset, (name, folder, filename) in enumerate([
             ("text_encoder", models / "sd15-text-encoder" / "text_encoder", "model.safetensors"),
             ("id_encoder", models / "arc2face-encoder" / "encoder", "pytorch_model.bin")]):
-        with _seed(seed + 3 + offset):
-            encoder = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in SD15_TEXT_CONFIG.items()
-                                                       if k not in ("architectures", "model_type")}))
+        encoder = _build(lambda: CLIPTextModel(CLIPTextConfig(**{k: v for k, v in SD15_TEXT_CONFIG.items()
+                                                                  if k not in ("architectures", "model_type")})),
+                         seed + 3 + offset)
         counts[name] = count_parameters(encoder)
         _save_clip_text(encoder, folder, filename)
         (folder / "config.json").write_text(json.dumps(SD15_TEXT_CONFIG, indent=2))
