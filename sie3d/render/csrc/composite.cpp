@@ -10,8 +10,9 @@
 //
 // Backward: each pixel replays its walk front to back (transmittance before every contributor, no
 // divisions), then goes back to front with the features composited behind each contributor.
-// Gradients are accumulated per (tile, Gaussian) pair, then summed per Gaussian in a fixed order, so
-// they are the same bits whatever the number of threads and the order tiles are processed in.
+// Gradients are accumulated per (tile, Gaussian) pair, then summed per Gaussian in a fixed order (the
+// tiles', whichever worker owns the Gaussian), so they are the same bits whatever the number of
+// threads and the order tiles are processed in.
 //
 // Tiles are processed by at::parallel_for workers pulling from a queue, the longest lists first.
 
@@ -384,13 +385,17 @@ void backward_impl(const at::Tensor& means2d, const at::Tensor& conics, const at
       }
   });
   T* out = total.data_ptr<T>();  // [C, N, S], zeroed
-  for (int64_t tile = 0; tile < C * g.per_image; ++tile) {
-    const int64_t cam = tile / g.per_image;
-    for (int64_t p = off[tile]; p < off[tile + 1]; ++p) {
-      T* dst = out + (cam * N + ids[p]) * S;
-      for (int64_t e = 0; e < S; ++e) dst[e] += per_pair[p * S + e];
+  at::parallel_for(0, C * N, 1024, [&](int64_t begin, int64_t end) {  // each worker its own Gaussians, tiles in order
+    for (int64_t tile = begin / N * g.per_image; tile < std::min(C, (end - 1) / N + 1) * g.per_image; ++tile) {
+      const int64_t cam = tile / g.per_image;
+      for (int64_t p = off[tile]; p < off[tile + 1]; ++p) {
+        const int64_t i = cam * N + ids[p];
+        if (i < begin || i >= end) continue;
+        T* dst = out + i * S;
+        for (int64_t e = 0; e < S; ++e) dst[e] += per_pair[p * S + e];
+      }
     }
-  }
+  });
 }
 
 void check_inputs(const std::vector<const at::Tensor*>& tensors) {
