@@ -1,6 +1,7 @@
 """The compiled CPU rasterizer against the dense PyTorch reference, finite differences and the fallback."""
 
 import shutil
+from dataclasses import replace
 import warnings
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from sie3d.render import cpu_kernel, renderer
 from sie3d.render.cameras import orbit_cameras
 from sie3d.render.cpu_kernel import composite_compiled, project_gaussians_compiled
-from sie3d.render.rasterize import ALPHA_MAX, composite_dense, project_gaussians
+from sie3d.render.rasterize import ALPHA_MAX, _tile_pairs, composite_dense, project_gaussians
 from sie3d.render.renderer import render, resolve_backend
 from sie3d.render.splats import Splats, random_splats
 
@@ -189,6 +190,28 @@ def test_threads_and_tile_size_do_not_change_the_result():
     assert all(torch.equal(a, b) for a, b in zip(results[1][2], results[0][2]))
     for a, b in (pair for other in results[2:] for pair in zip(other[2], results[0][2])):  # other tiles, other order
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tile_lists_match_the_pytorch_binning_with_depth_ties(kernel, dtype):
+    """The kernel's tile lists (radix-sorted depths, Gaussians covering no pixel dropped) are those of
+    ``_tile_pairs`` (a stable argsort), entry for entry, on two cameras with many exactly equal depths."""
+    splats = random_splats(500, torch.Generator().manual_seed(11), center=(0.0, 0.0, 0.0))
+    splats = Splats(splats.means.to(dtype), splats.quats.to(dtype), splats.scales.to(dtype), splats.opacities.to(dtype),
+                    splats.colors.to(dtype))
+    cams = orbit_cameras(3.0, 90.0, torch.tensor([0.0, 40.0]), 0.8, 40, 30)
+    viewmats, Ks = cams.viewmats.to(dtype), cams.Ks.to(dtype)
+    proj = project_gaussians(splats.means, splats.quats, splats.scales, splats.opacities, viewmats, Ks, 40, 30)
+    proj = replace(proj, depths=torch.round(proj.depths.detach() * 8) / 8)  # a handful of depth values: ties
+    features = torch.cat([splats.colors.expand(2, -1, -1), proj.depths[..., None]], -1).detach()
+    _, _, _, offsets, tile_ids = kernel.composite_forward(
+        proj.means2d.detach().contiguous(), proj.conics.detach().contiguous(),
+        proj.opacities.detach().contiguous(), features.contiguous(), proj.depths.detach().contiguous(),
+        proj.extents.to(dtype).contiguous(), proj.valid.contiguous(), 40, 30, 4, cpu_kernel._RULE)
+    _, gauss, tile, inst = _tile_pairs(proj, 40, 30, 4)
+    assert proj.depths.detach()[proj.valid].unique().numel() < proj.valid.sum() / 4  # the ties are there
+    assert torch.equal(tile_ids.long(), gauss[inst])
+    assert torch.equal(offsets, torch.searchsorted(tile, torch.arange(offsets.numel())))
 
 
 def test_renderer_uses_the_kernel_on_cpu():

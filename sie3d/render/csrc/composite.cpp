@@ -1,17 +1,18 @@
 // Tile binning, depth sorting and front-to-back compositing with early termination, forward and
 // backward, on the CPU. Mirrors sie3d.render.rasterize.composite_tiled / composite_dense.
 //
-// Forward: per camera, the valid Gaussians are sorted by depth (ties by index, as a stable argsort)
-// and binned to the 16x16 tiles their opacity-aware boxes touch, so every tile's list is
-// depth-ordered. Each pixel walks its tile's list: alpha = min(alpha_max, o exp(-sigma)); alphas
+// Forward: per camera, the valid Gaussians whose opacity-aware boxes cover a pixel centre are sorted
+// by depth (a radix sort of the depths' bits; ties by index, as a stable argsort) and binned to the
+// tiles their boxes touch, so every tile's list is depth-ordered. Each pixel walks its tile's list: alpha = min(alpha_max, o exp(-sigma)); alphas
 // below the threshold are skipped; the pixel stops at the first Gaussian that would bring its
 // transmittance to <= transmittance_min (that Gaussian excluded). Per pixel it keeps the
 // accumulated features, the final transmittance and how far along the list it went.
 //
 // Backward: each pixel replays its walk front to back (transmittance before every contributor, no
 // divisions), then goes back to front with the features composited behind each contributor.
-// Gradients are accumulated per (tile, Gaussian) pair, then summed per Gaussian in a fixed order, so
-// they are the same bits whatever the number of threads and the order tiles are processed in.
+// Gradients are accumulated per (tile, Gaussian) pair, then summed per Gaussian in a fixed order (the
+// tiles', whichever worker owns the Gaussian), so they are the same bits whatever the number of
+// threads and the order tiles are processed in.
 //
 // Tiles are processed by at::parallel_for workers pulling from a queue, the longest lists first.
 
@@ -76,8 +77,41 @@ struct Grid {
       : width(w), height(h), ts(t), tiles_x((w + t - 1) / t), tiles_y((h + t - 1) / t), per_image(tiles_x * tiles_y) {}
 };
 
+// An unsigned integer ordered as the depths: IEEE bits with the sign bit flipped (all bits for
+// negatives); -0 counts as +0, so equal depths get equal keys.
+inline uint32_t depth_key(float z) {
+  uint32_t b;
+  z += 0.0f;
+  std::memcpy(&b, &z, sizeof b);
+  return b & 0x80000000u ? ~b : b | 0x80000000u;
+}
+inline uint64_t depth_key(double z) {
+  uint64_t b;
+  z += 0.0;
+  std::memcpy(&b, &z, sizeof b);
+  return b & (uint64_t(1) << 63) ? ~b : b | (uint64_t(1) << 63);
+}
+
+// ids reordered by keys, stably (ties keep their order): least-significant-byte radix sort.
+template <typename K>
+void radix_sort(std::vector<int32_t>& ids, std::vector<K>& keys) {
+  std::vector<int32_t> ids_to(ids.size());
+  std::vector<K> keys_to(keys.size());
+  for (int shift = 0; shift < int(8 * sizeof(K)); shift += 8) {
+    size_t start[257] = {0};
+    for (K k : keys) ++start[((k >> shift) & 255) + 1];
+    if (*std::max_element(start + 1, start + 257) == keys.size()) continue;  // one byte value: nothing moves
+    std::partial_sum(start, start + 257, start);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const size_t to = start[(keys[i] >> shift) & 255]++;
+      ids_to[to] = ids[i], keys_to[to] = keys[i];
+    }
+    ids.swap(ids_to), keys.swap(keys_to);
+  }
+}
+
 // Depth-sorted tile lists: tile_offsets [C * per_image + 1] (int64), tile_ids [pairs] (int32 Gaussian
-// index within its camera).
+// index within its camera). Gaussians whose boxes cover no pixel centre are dropped before sorting.
 template <typename T>
 std::pair<at::Tensor, at::Tensor> bin_tiles(const at::Tensor& means2d, const at::Tensor& depths,
                                             const at::Tensor& extents, const at::Tensor& valid, const Grid& g) {
@@ -86,41 +120,43 @@ std::pair<at::Tensor, at::Tensor> bin_tiles(const at::Tensor& means2d, const at:
   const T* z = depths.data_ptr<T>();
   const T* ext = extents.data_ptr<T>();
   const bool* ok = valid.data_ptr<bool>();
+  std::vector<int32_t> rects(4 * C * N);  // per Gaussian: tile x0, y0, x1, y1 (x1 < x0 if it covers no pixel)
+  at::parallel_for(0, C * N, 4096, [&](int64_t begin, int64_t end) {
+    const T limit[2] = {T(g.width - 1), T(g.height - 1)};
+    for (int64_t i = begin; i < end; ++i) {
+      int32_t* ri = &rects[4 * i];
+      T lo[2], hi[2];
+      bool empty = !ok[i];
+      for (int d = 0; d < 2 && !empty; ++d) {  // pixel centres i + 0.5 inside [mean - ext, mean + ext], conservatively
+        const T e = ext[2 * i + d] * T(1 + 1e-4) + T(1e-3);
+        lo[d] = std::max(std::ceil(m2[2 * i + d] - e - T(0.5)), T(0));
+        hi[d] = std::min(std::floor(m2[2 * i + d] + e - T(0.5)), limit[d]);
+        empty = !(hi[d] >= lo[d]);
+      }
+      if (empty) {
+        ri[0] = 1, ri[1] = 0, ri[2] = 0, ri[3] = 0;
+        continue;
+      }
+      ri[0] = static_cast<int32_t>(lo[0]) / g.ts, ri[1] = static_cast<int32_t>(lo[1]) / g.ts;
+      ri[2] = static_cast<int32_t>(hi[0]) / g.ts, ri[3] = static_cast<int32_t>(hi[1]) / g.ts;
+    }
+  });
   std::vector<std::vector<int32_t>> order(C);
-  std::vector<std::vector<int32_t>> rects(C);  // 4 per sorted entry: tile x0, y0, x1, y1 (x1 < x0 if empty)
   at::Tensor offsets = at::zeros({C * g.per_image + 1}, at::kLong);
   int64_t* off = offsets.data_ptr<int64_t>();
   at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       std::vector<int32_t>& ids = order[c];
-      for (int64_t n = 0; n < N; ++n)
-        if (ok[c * N + n]) ids.push_back(static_cast<int32_t>(n));
-      const T* zc = z + c * N;
-      std::sort(ids.begin(), ids.end(), [zc](int32_t a, int32_t b) { return zc[a] < zc[b] || (zc[a] == zc[b] && a < b); });
-      std::vector<int32_t>& r = rects[c];
-      r.resize(4 * ids.size());
+      std::vector<decltype(depth_key(T(0)))> keys;
       int64_t* counts = off + 1 + c * g.per_image;
-      for (size_t k = 0; k < ids.size(); ++k) {
-        const int64_t i = c * N + ids[k];
-        T lo[2], hi[2];
-        const T limit[2] = {T(g.width - 1), T(g.height - 1)};
-        bool empty = false;
-        for (int d = 0; d < 2; ++d) {  // pixel centres i + 0.5 inside [mean - ext, mean + ext], conservatively
-          const T e = ext[2 * i + d] * T(1 + 1e-4) + T(1e-3);
-          lo[d] = std::max(std::ceil(m2[2 * i + d] - e - T(0.5)), T(0));
-          hi[d] = std::min(std::floor(m2[2 * i + d] + e - T(0.5)), limit[d]);
-          empty = empty || !(hi[d] >= lo[d]);
-        }
-        int32_t* rk = &r[4 * k];
-        if (empty) {
-          rk[0] = 1, rk[1] = 0, rk[2] = 0, rk[3] = 0;
-          continue;
-        }
-        rk[0] = static_cast<int32_t>(lo[0]) / g.ts, rk[1] = static_cast<int32_t>(lo[1]) / g.ts;
-        rk[2] = static_cast<int32_t>(hi[0]) / g.ts, rk[3] = static_cast<int32_t>(hi[1]) / g.ts;
-        for (int32_t ty = rk[1]; ty <= rk[3]; ++ty)
-          for (int32_t tx = rk[0]; tx <= rk[2]; ++tx) ++counts[ty * g.tiles_x + tx];
+      for (int64_t n = 0; n < N; ++n) {
+        const int32_t* r = &rects[4 * (c * N + n)];
+        if (r[2] < r[0]) continue;
+        ids.push_back(static_cast<int32_t>(n)), keys.push_back(depth_key(z[c * N + n]));
+        for (int32_t ty = r[1]; ty <= r[3]; ++ty)
+          for (int32_t tx = r[0]; tx <= r[2]; ++tx) ++counts[ty * g.tiles_x + tx];
       }
+      radix_sort(ids, keys);  // by depth, ties by index (ids were increasing)
     }
   });
   std::partial_sum(off, off + C * g.per_image + 1, off);
@@ -129,10 +165,11 @@ std::pair<at::Tensor, at::Tensor> bin_tiles(const at::Tensor& means2d, const at:
   at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
       std::vector<int64_t> cursor(off + c * g.per_image, off + (c + 1) * g.per_image);
-      const std::vector<int32_t>& r = rects[c];
-      for (size_t k = 0; k < order[c].size(); ++k)
-        for (int32_t ty = r[4 * k + 1]; ty <= r[4 * k + 3]; ++ty)
-          for (int32_t tx = r[4 * k]; tx <= r[4 * k + 2]; ++tx) out[cursor[ty * g.tiles_x + tx]++] = order[c][k];
+      for (const int32_t n : order[c]) {
+        const int32_t* r = &rects[4 * (c * N + n)];
+        for (int32_t ty = r[1]; ty <= r[3]; ++ty)
+          for (int32_t tx = r[0]; tx <= r[2]; ++tx) out[cursor[ty * g.tiles_x + tx]++] = n;
+      }
     }
   });
   return {offsets, tile_ids};
@@ -348,13 +385,17 @@ void backward_impl(const at::Tensor& means2d, const at::Tensor& conics, const at
       }
   });
   T* out = total.data_ptr<T>();  // [C, N, S], zeroed
-  for (int64_t tile = 0; tile < C * g.per_image; ++tile) {
-    const int64_t cam = tile / g.per_image;
-    for (int64_t p = off[tile]; p < off[tile + 1]; ++p) {
-      T* dst = out + (cam * N + ids[p]) * S;
-      for (int64_t e = 0; e < S; ++e) dst[e] += per_pair[p * S + e];
+  at::parallel_for(0, C * N, 1024, [&](int64_t begin, int64_t end) {  // each worker its own Gaussians, tiles in order
+    for (int64_t tile = begin / N * g.per_image; tile < std::min(C, (end - 1) / N + 1) * g.per_image; ++tile) {
+      const int64_t cam = tile / g.per_image;
+      for (int64_t p = off[tile]; p < off[tile + 1]; ++p) {
+        const int64_t i = cam * N + ids[p];
+        if (i < begin || i >= end) continue;
+        T* dst = out + i * S;
+        for (int64_t e = 0; e < S; ++e) dst[e] += per_pair[p * S + e];
+      }
     }
-  }
+  });
 }
 
 void check_inputs(const std::vector<const at::Tensor*>& tensors) {
