@@ -65,8 +65,10 @@ def time_view(python: str, repo: Path, run: Path) -> float:
     """Wall seconds until ``python -m sie3d view RUN --no-browser --port 0`` in ``repo`` prints its URL."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     start = time.perf_counter()
+    # a shell's background job starts with SIGINT ignored, and Python then installs no Ctrl-C handler: restore it
     proc = subprocess.Popen([python, "-m", "sie3d", "view", str(run), "--no-browser", "--port", "0"], cwd=repo,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         seconds = time.perf_counter() - start

@@ -76,7 +76,7 @@ POOL_SIZE = 4_000_037
 def _uniform_pool(seed: int) -> torch.Tensor:
     """``[2 * POOL_SIZE]`` float32: :data:`POOL_SIZE` seeded uniform values in [-1, 1), written twice so any
     window of up to :data:`POOL_SIZE` values starting inside the first copy is one slice."""
-    pool = torch.rand(POOL_SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    pool = torch.rand(POOL_SIZE, generator=torch.Generator().manual_seed(seed), device="cpu") * 2 - 1
     return torch.cat([pool, pool])
 
 
